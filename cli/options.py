@@ -1,0 +1,83 @@
+"""Options shared by several commands: how to name a model, and click options made from a pass
+config's fields (the field descriptions are the help text: written once)."""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+from pydantic import BaseModel
+
+
+def parse_shape(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
+    shapes = []
+    for text in values:
+        try:
+            shape = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            shape = ()
+        if not shape or any(d < 1 for d in shape):
+            raise click.BadParameter(f"{text!r} is not a shape; write positive sizes separated by commas, e.g. 1,3,32,32", param=param)
+        shapes.append(shape)
+    return tuple(shapes)
+
+
+def model_options(func: Callable) -> Callable:
+    """--weights, --input-shape, --seq-len, --task, --trust-pickle: how to load a model spec."""
+    for option in reversed([
+        click.option("--weights", type=click.Path(dir_okay=False), help="Weights for a pkg.module:factory model: .safetensors or a .pt state dict."),
+        click.option("--input-shape", "input_shapes", multiple=True, callback=parse_shape, help="Example input shape, e.g. 1,3,32,32 (repeat for several inputs)."),
+        click.option("--seq-len", type=click.IntRange(1, 8192), default=128, show_default=True, help="Sequence length of text example inputs and text data."),
+        click.option("--task", type=click.Choice(["classification", "embedding"]), default=None, help="What the model's output is (default: inferred)."),
+        click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled full module (it can run code when loaded)."),
+    ]):
+        func = option(func)
+    return func
+
+
+def load_model(spec: str, weights: str | None, input_shapes, seq_len: int, task: str | None, trust_pickle: bool):
+    from compress.load import load
+
+    return load(spec, weights=weights, input_shapes=input_shapes, seq_len=seq_len, task=task, trust_pickle=trust_pickle)
+
+
+def config_options(config: type[BaseModel]) -> list[click.Option]:
+    """One click option per config field; unset options stay out, so the config's defaults apply."""
+    return [_option(name, info) for name, info in config.model_fields.items()]
+
+
+def _option(name: str, info: Any) -> click.Option:
+    annotation = _strip_optional(info.annotation)
+    flag = "--" + name.replace("_", "-")
+    help_text = f"{info.description or ''} [default: {_default(info.default)}]"
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
+    if origin is typing.Literal:
+        return click.Option([flag, name], type=click.Choice([str(a) for a in typing.get_args(annotation)]), default=None, help=help_text)
+    if origin in (tuple, list):
+        item = typing.get_args(annotation)[0]
+        return click.Option([flag, name], type=item, multiple=True, default=None, help=help_text + " (repeatable)")
+    return click.Option([flag, name], type=annotation if annotation in (int, float, str) else str, default=None, help=help_text)
+
+
+def _strip_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _default(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def given(options: dict[str, Any]) -> dict[str, Any]:
+    """Only the options the user gave (click passes None or () for the rest)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v is not None and v != ()}

@@ -1,0 +1,50 @@
+"""Tables on stdout, progress and messages on stderr (rich)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+
+def stdout() -> Console:
+    return Console(file=click.get_text_stream("stdout"), soft_wrap=False, width=160)
+
+
+def progress_logger() -> Any:
+    console = Console(file=click.get_text_stream("stderr"), highlight=False)
+    return lambda message: console.print(f"[dim]{message}[/dim]")
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        t.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        t.add_row(*(fmt(v) for v in row))
+    return t
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def warn(message: str) -> None:
+    click.echo(f"compress: {message}", err=True)
+
+

@@ -1,0 +1,103 @@
+"""`compress run`: passes chained on the command line or read from a recipe, into a run folder.
+
+    compress run                                   # the bundled default recipe on digits
+    compress run --model digits --out runs/x export --opset 17 bench --batch-sizes 1
+    compress run --model minilm --recipe recipe.yaml
+
+Each pass subcommand returns a validated step; the result callback hands the list to the library
+(click's `imagepipe` habit), the same call a recipe file reaches.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from compress.cli.options import config_options, given, load_model, model_options
+from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
+from compress.errors import RunFailed, UsageError
+from compress.passes import PASSES
+
+
+@click.group(chain=True, invoke_without_command=True)
+@click.option("--model", "model_spec", default=None, help="Bundled name (digits, minilm), pkg.module:factory, a Hugging Face folder, or a saved compress folder.")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None, help="YAML recipe with version, steps and gates.")
+@click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/default for the default recipe, else runs/<model>).")
+@click.option("--data", default=None, help="Held-out data spec for quality (default: the model's own, e.g. digits:test, text:heldout).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything random in the run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@model_options
+def run(**_: object) -> None:
+    """Run passes on a model. With no arguments: the default recipe on the bundled digits model."""
+
+
+@run.result_callback()
+def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle):
+    from compress.recipe import Recipe, default_recipe, read_recipe
+    from compress.report import file_sha256
+    from compress.runner import run as run_recipe
+
+    if steps and recipe_path:
+        raise UsageError("--recipe", recipe_path, "give either a recipe or pass subcommands, not both")
+    is_default = not steps and not recipe_path
+    recipe = read_recipe(recipe_path) if recipe_path else (Recipe(tuple(steps)) if steps else default_recipe())
+    spec = model_spec or recipe.model
+    if spec is None:
+        raise UsageError("--model", "none given", "name the model: --model digits (or put model: in the recipe)")
+    log = progress_logger()
+    model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle)
+    out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
+    inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}
+    log(f"running {len(recipe.steps)} step(s) on {model.name} into {out}")
+    report = run_recipe(model, recipe, out, seed=seed, data=data, log=log, inputs_sha256=inputs)
+    if as_json:
+        echo_json(report)
+    else:
+        _print_report(report, out)
+    violations = report["gates"]["violations"]
+    if violations:
+        raise RunFailed(f"gate: {len(violations)} budget(s) violated: " + "; ".join(v["message"] for v in violations))
+
+
+def _print_report(report: dict, out: Path) -> None:
+    console = stdout()
+    rows = [["original", report["original"]["params"], report["original"]["macs"], report["original"]["bytes"], "-",
+             _quality(report["original"]), "-"]]
+    for step in report["steps"]:
+        after = step["after"]
+        rows.append([step["name"], after["params"], after["macs"], after["bytes"], step["seconds"], _quality(after), _figures(step["figures"])])
+    console.print(table(f"compress run: {report['model']['name']} (quality on {report['data']})",
+                        ["step", "params", "MACs", "bytes", "seconds", "quality", "figures"], rows))
+    s = report["summary"]
+    console.print(table("summary", ["", "ONNX bytes", "p50 ms", "p90 ms", s["quality_metric"]], [
+        [label, s[label]["onnx_bytes"], s[label]["p50_ms"], s[label]["p90_ms"], s[label]["quality"].get(s["quality_metric"])]
+        for label in ("original", "final")
+    ]))
+    gates = report["gates"]
+    verdict = "no gates" if not gates["budgets"] else ("all gates pass" if not gates["violations"] else f"{len(gates['violations'])} gate(s) FAIL")
+    console.print(f"latency ratio {fmt(s['latency_ratio'])}, quality drop {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
+
+
+def _quality(stats: dict) -> str:
+    return ", ".join(f"{k} {fmt(v)}" for k, v in stats.get("quality", {}).items()) or "-"
+
+
+def _figures(figures: dict) -> str:
+    keep = ("exporter", "opset", "onnx_bytes", "parity_max_abs_diff", "p50_ms", "p90_ms", "latency_ratio")
+    return ", ".join(f"{k} {fmt(figures[k])}" for k in keep if k in figures)
+
+
+def _pass_command(name: str) -> click.Command:
+    spec = PASSES[name]
+
+    def callback(**options: object):
+        from compress.recipe import make_step
+
+        return make_step(name, given(options))
+
+    return click.Command(name, callback=callback, params=config_options(spec.config), help=spec.summary)
+
+
+for _name in PASSES:
+    run.add_command(_pass_command(_name))

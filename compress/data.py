@@ -1,0 +1,55 @@
+"""Data specs: where the inputs that measure, calibrate or train a model come from.
+
+- `digits:test`, `digits:train`: scikit-learn's real digits, the bundled model's fixed split.
+- `text:heldout`, `text:train`: the English corpus of stdlib docstrings, parts kept apart.
+- `text:FILE`: one sentence per line.
+Text needs the model's tokenizer to become `input_ids` / `attention_mask`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from compress.errors import UsageError
+from compress.model import Model
+
+SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    inputs: tuple[torch.Tensor, ...]
+    labels: torch.Tensor | None = None
+    texts: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return self.inputs[0].shape[0]
+
+    def head(self, n: int) -> Dataset:
+        return Dataset(self.name, tuple(x[:n] for x in self.inputs),
+                       None if self.labels is None else self.labels[:n], self.texts[:n])
+
+
+def load_data(spec: str, model: Model | None = None, seq_len: int | None = None) -> Dataset:
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and arg in ("test", "train"):
+        from compress.models.digits import load_split
+
+        images, labels = load_split(arg)
+        return Dataset(spec, (images,), labels)
+    if kind == "text" and arg:
+        from compress import corpus
+
+        sentences = corpus.corpus(arg) if arg in ("heldout", "train") else corpus.read_sentences(Path(arg))
+        tokenizer = None if model is None else model.tokenizer
+        if tokenizer is None:
+            raise UsageError("data", spec, "text needs a text model's tokenizer; give --reference with the original text model (e.g. minilm)")
+        from compress.models.minilm import tokenize
+
+        length = seq_len or model.source.seq_len
+        return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))
+    raise UsageError("data", spec, f"unknown data spec; use one of {', '.join(SPECS)}")

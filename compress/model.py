@@ -1,0 +1,139 @@
+"""`Model`: the one thing that moves from pass to pass, and how it is saved and rebuilt as data.
+
+A Model is the torch module plus what every pass, the export and the measurements need to know
+about it: example inputs and their names, the task it serves, the held-out data its quality is
+measured on, and where it came from (`Source`) together with the structural edits applied since
+(`edits`). Saving writes only data: `model.safetensors` + `model.json`. Loading rebuilds the
+architecture from the source, replays the edits, then loads the weights (transformers'
+`config.pruned_heads` habit), so no pickled code is ever needed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from compress.atomic import atomic_path, write_text
+from compress.errors import UsageError
+
+Task = Literal["classification", "embedding"]
+SAVED_FORMAT_VERSION = 1
+WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
+
+
+@dataclass(frozen=True)
+class Source:
+    """How to build the original architecture again: a bundled name, a `pkg.module:factory`, or an
+    HF directory, with the settings that shaped its example inputs."""
+
+    kind: Literal["bundled", "factory", "hf"]
+    ref: str
+    weights: str | None = None
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    seq_len: int = 128
+    task: Task | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "input_shapes": [list(s) for s in self.input_shapes]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Source:
+        return cls(**{**data, "input_shapes": tuple(tuple(s) for s in data.get("input_shapes", ()))})
+
+
+@dataclass(frozen=True)
+class Model:
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: tuple[str, ...]
+    task: Task
+    source: Source
+    name: str
+    # Data spec (see compress.data) whose inputs measure quality when none is given.
+    eval_data: str | None = None
+    # Text models: the tokenizer that turns sentences into `input_names` tensors.
+    tokenizer: Any = field(default=None, repr=False, compare=False)
+    # Structural edits since `source` (pruned channels, heads, ...), each a JSON-able dict that
+    # names its kind; replayed in order by `rebuild`. Empty until a pass changes the architecture.
+    edits: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        """Batch is dynamic on every input and the output; text inputs also have a dynamic length."""
+        axes = {name: {0: "batch"} for name in self.input_names}
+        for name, tensor in zip(self.input_names, self.example_inputs):
+            if tensor.dtype == torch.long and tensor.dim() == 2:
+                axes[name][1] = "sequence"
+        axes["output"] = {0: "batch"}
+        return axes
+
+    def replace(self, **changes: Any) -> Model:
+        return dataclasses.replace(self, **changes)
+
+    def copy(self) -> Model:
+        """A deep copy of the module, so a pass can change it without touching its input."""
+        return self.replace(module=copy.deepcopy(self.module))
+
+    @torch.no_grad()
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        self.module.eval()
+        return self.module(*inputs)
+
+
+# Structural edit kinds -> a function that applies one edit to a freshly built module. The
+# pruning issue adds its entries here; an edit of an unknown kind is refused on load.
+EDITS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
+
+
+def save(model: Model, folder: str | Path) -> Path:
+    """Write `model.safetensors` and `model.json` into `folder` (each atomically)."""
+    folder = Path(folder)
+    state = {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    meta = {
+        "format_version": SAVED_FORMAT_VERSION,
+        "name": model.name,
+        "task": model.task,
+        "source": model.source.to_dict(),
+        "edits": list(model.edits),
+    }
+    write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def is_saved_model(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).is_file() and (Path(path) / WEIGHTS_FILE).is_file()
+
+
+def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
+    """Rebuild a saved model: `build(source)`, replay the edits, then load the weights strictly."""
+    folder = Path(folder)
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        version = meta["format_version"]
+        source = Source.from_dict(meta["source"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UsageError("saved model", folder / META_FILE, f"is not a compress model.json ({exc}); save it again") from exc
+    if version != SAVED_FORMAT_VERSION:
+        raise UsageError("saved model format_version", version, f"this compress reads version {SAVED_FORMAT_VERSION}")
+    model = build(source)
+    module = model.module
+    for edit in meta.get("edits", []):
+        kind = edit.get("kind")
+        if kind not in EDITS:
+            raise UsageError("saved model edit", kind, f"this compress knows {sorted(EDITS) or 'no edits'}; upgrade compress")
+        module = EDITS[kind](module, edit)
+    from compress.load import load_state_dict  # the one place that checks keys and shapes
+
+    load_state_dict(module, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+    return model.replace(module=module.eval(), edits=tuple(meta.get("edits", [])), name=meta.get("name", model.name))

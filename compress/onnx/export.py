@@ -1,0 +1,66 @@
+"""The one export: a float ONNX graph with a dynamic batch axis, checked by `onnx.checker`.
+
+The TorchScript exporter is tried first: in torch 2.13 the dynamo exporter builds opset 18 and
+cannot down-convert to 17, and its MiniLM graph fails the checker (benchmarks/README.md). Dynamo is
+the fallback. The file appears at `path` only once it is complete and checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from compress.atomic import atomic_path
+from compress.errors import RunFailed
+from compress.model import Model
+
+
+@dataclass(frozen=True)
+class Exported:
+    path: Path
+    exporter: str
+    opset: int
+    bytes: int
+
+
+def export_onnx(model: Model, path: str | Path, opset: int = 17) -> Exported:
+    path = Path(path)
+    module = model.module.eval()
+    errors = []
+    with atomic_path(path) as tmp:
+        for exporter in ("torchscript", "dynamo"):
+            try:
+                _export(module, model, tmp, opset, exporter)
+                break
+            except Exception as exc:  # each exporter fails in its own ways; try the next, then report both
+                errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        else:
+            raise RunFailed(f"no exporter could export {model.name} ({'; '.join(errors)})")
+        proto = onnx.load(str(tmp))
+        try:
+            onnx.checker.check_model(proto, full_check=True)
+        except onnx.checker.ValidationError as exc:
+            raise RunFailed(f"onnx.checker rejects the {exporter} graph: {str(exc).splitlines()[0]}") from exc
+        real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    return Exported(path, exporter, real_opset, path.stat().st_size)
+
+
+def _export(module: torch.nn.Module, model: Model, path: Path, opset: int, exporter: str) -> None:
+    kwargs = dict(input_names=list(model.input_names), output_names=["output"], opset_version=opset)
+    # The exporters print their own diagnostics; the pass reports what matters.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            torch.onnx.export(module, model.example_inputs, str(path), dynamo=False,
+                              dynamic_axes=model.dynamic_axes, do_constant_folding=True, **kwargs)
+        else:
+            batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} for _ in model.example_inputs)
+            torch.onnx.export(module, model.example_inputs, str(path), dynamo=True,
+                              dynamic_shapes=shapes, external_data=False, **kwargs)

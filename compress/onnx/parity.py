@@ -1,0 +1,38 @@
+"""ONNX parity: onnxruntime against torch on the same fixed inputs."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from compress.data import Dataset
+from compress.metrics import cosine
+from compress.model import Model
+from compress.onnx.session import open_session
+from compress.predict import onnx_outputs, torch_outputs
+
+
+@dataclass(frozen=True)
+class Parity:
+    max_abs_diff: float
+    cosine_min: float
+    samples: int
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.max_abs_diff <= self.tolerance
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+def check_parity(model: Model, onnx_path: str | Path, data: Dataset, tolerance: float) -> Parity:
+    expected = torch_outputs(model, data)
+    got = onnx_outputs(open_session(onnx_path), data)
+    return Parity(
+        max_abs_diff=(expected - got).abs().max().item(),
+        cosine_min=cosine(expected, got).min().item(),
+        samples=len(data),
+        tolerance=tolerance,
+    )

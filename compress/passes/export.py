@@ -1,0 +1,46 @@
+"""The `export` pass: ONNX with a dynamic batch axis, checked, then compared with torch."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from compress.context import Context, Result
+from compress.errors import RunFailed
+from compress.model import Model
+from compress.onnx.export import export_onnx
+from compress.onnx.parity import check_parity
+
+
+class ExportConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    opset: int = Field(17, ge=17, le=21, description="ONNX opset version of the exported graph")
+    tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out inputs; over it the run fails")
+    parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime")
+    filename: str = Field("model.onnx", pattern=r"^[\w.-]+\.onnx$", description="file name of the ONNX graph in the run folder")
+
+
+def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
+    ctx.log(f"export: exporting {model.name} to {config.filename} (opset {config.opset})")
+    exported = export_onnx(model, ctx.run_dir / config.filename, config.opset)
+    data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else None
+    if data is None:
+        from compress.data import Dataset
+
+        data = Dataset("example inputs", model.example_inputs)
+    parity = check_parity(model, exported.path, data, config.tolerance)
+    if not parity.passed:
+        raise RunFailed(
+            f"onnxruntime differs from torch by {parity.max_abs_diff:.3g} on {parity.samples} "
+            f"inputs of {data.name}, over the tolerance {config.tolerance:g} ({exported.path})"
+        )
+    figures = {
+        "exporter": exported.exporter,
+        "opset": exported.opset,
+        "onnx_bytes": exported.bytes,
+        "parity_max_abs_diff": parity.max_abs_diff,
+        "parity_cosine_min": parity.cosine_min,
+        "parity_samples": parity.samples,
+        "parity_tolerance": parity.tolerance,
+    }
+    return Result(model, figures, {"onnx": exported.path})

@@ -1,0 +1,38 @@
+"""Run a torch model or an onnxruntime session over a dataset in batches, giving one tensor of
+outputs, so every quality figure compares like with like."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from compress.data import Dataset
+from compress.model import Model
+
+
+@torch.no_grad()
+def torch_outputs(model: Model, data: Dataset, batch_size: int = 64) -> torch.Tensor:
+    model.module.eval()
+    chunks = [model.module(*(x[i : i + batch_size] for x in data.inputs)) for i in range(0, len(data), batch_size)]
+    return torch.cat(chunks).float()
+
+
+def onnx_outputs(session: ort.InferenceSession, data: Dataset, batch_size: int = 64) -> torch.Tensor:
+    names = [i.name for i in session.get_inputs()]
+    chunks = []
+    for i in range(0, len(data), batch_size):
+        feeds = {name: x[i : i + batch_size].numpy() for name, x in zip(names, data.inputs)}
+        chunks.append(torch.from_numpy(np.asarray(session.run(None, feeds)[0])))
+    return torch.cat(chunks).float()
+
+
+def outputs(target: Model | Path, data: Dataset) -> torch.Tensor:
+    """Outputs of a torch `Model` or an ONNX file on `data`."""
+    if isinstance(target, Model):
+        return torch_outputs(target, data)
+    from compress.onnx.session import open_session
+
+    return onnx_outputs(open_session(target), data)

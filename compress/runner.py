@@ -1,0 +1,64 @@
+"""`compress.run`: one call from a loaded model and a recipe to a run folder with the compressed
+model (saved as data), its ONNX files, report.json / report.md, and the gates' verdict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from compress.atomic import ensure_writable_dir
+from compress.context import Context
+from compress.data import load_data
+from compress.gate import check
+from compress.model import Model, save
+from compress.pipeline import run as run_steps
+from compress.recipe import Recipe
+from compress.report import build_report, state_sha256, write_report
+
+
+def run(
+    model: Model,
+    recipe: Recipe,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    data: str | None = None,
+    log: Callable[[str], None] = lambda _: None,
+    inputs_sha256: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Run `recipe` on `model` into `out`; returns the report (also written there).
+
+    Quality is measured on `data` (default: the model's own held-out spec) against the original,
+    which is kept frozen as the teacher.
+    """
+    out = ensure_writable_dir(out)
+    torch.manual_seed(seed)
+    teacher = model.copy()
+    teacher.module.requires_grad_(False)
+    data = data or model.eval_data
+    heldout = load_data(data, model) if data else None
+    if heldout is not None:
+        log(f"quality measured on {data} ({len(heldout)} inputs) against the original")
+    ctx = Context(run_dir=out, teacher=teacher, heldout=heldout, seed=seed, log=log)
+    record = run_steps(model, list(recipe.steps), ctx)
+    save(record.model, out / "model")
+    report = build_report(
+        record,
+        model_info={"name": model.name, "task": model.task, "source": model.source.to_dict(), "saved": str(out / "model")},
+        recipe=recipe.to_dict(),
+        seed=seed,
+        inputs={"original_weights": state_sha256(teacher.module), **(inputs_sha256 or {})},
+        data=data,
+        task=model.task,
+        has_labels=heldout is not None and heldout.labels is not None,
+    )
+    violations = check(report, recipe.gates)
+    report["gates"] = {
+        "budgets": recipe.gates.model_dump(mode="json", exclude_none=True),
+        "violations": [v.to_dict() if hasattr(v, "to_dict") else vars(v) for v in violations],
+    }
+    write_report(report, out)
+    return report

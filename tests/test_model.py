@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compress.errors import UsageError
+from compress.load import build, load
+from compress.model import load_saved, save
+
+
+def test_saved_model_rebuilds_to_identical_outputs(tmp_path):
+    model = load("tiny_models:cnn")
+    with torch.no_grad():
+        model.module.head.bias.add_(1.0)  # weights that differ from what the factory builds
+    save(model, tmp_path / "saved")
+    again = load(str(tmp_path / "saved"))
+    x = torch.randn(5, 1, 8, 8)
+    assert torch.equal(again(x), model(x))
+    assert again.source == model.source
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == ["model.json", "model.safetensors"]
+
+
+def test_unknown_edit_kind_is_refused(tmp_path):
+    save(load("tiny_models:cnn"), tmp_path / "saved")
+    meta = json.loads((tmp_path / "saved" / "model.json").read_text())
+    meta["edits"] = [{"kind": "teleport"}]
+    (tmp_path / "saved" / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(UsageError, match="teleport"):
+        load_saved(tmp_path / "saved", build)
+
+
+def test_copy_does_not_share_weights():
+    model = load("tiny_models:cnn")
+    clone = model.copy()
+    with torch.no_grad():
+        clone.module.head.weight.zero_()
+    assert model.module.head.weight.abs().sum() > 0
+
+
+def test_dynamic_axes_mark_batch_and_text_sequence():
+    model = load("tiny_models:cnn")
+    assert model.dynamic_axes == {"input": {0: "batch"}, "output": {0: "batch"}}
+    text = model.replace(example_inputs=(torch.ones(1, 8, dtype=torch.long),), input_names=("input_ids",))
+    assert text.dynamic_axes["input_ids"] == {0: "batch", 1: "sequence"}

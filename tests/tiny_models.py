@@ -1,0 +1,52 @@
+"""Small seeded models for the tests, importable as factories: `--model tiny_models:cnn`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TinyCNN(nn.Module):
+    """Conv + BN + a residual block + pooling + linear head: the shapes that matter, tiny."""
+
+    def __init__(self, width: int = 4, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width))
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(x + self.block(x))
+        return self.head(x.mean(dim=(2, 3)))
+
+
+def seeded_cnn(seed: int = 0, width: int = 4) -> TinyCNN:
+    torch.manual_seed(seed)
+    model = TinyCNN(width)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics, as after training
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return seeded_cnn(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+def cnn_without_inputs() -> nn.Module:
+    return seeded_cnn()
+
+
+def wide_cnn() -> nn.Module:
+    return seeded_cnn(width=8)
+
+
+def not_a_module() -> int:
+    return 42
+
+
+class NaNHead(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) * float("nan")
