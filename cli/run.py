@@ -16,6 +16,7 @@ import click
 
 from compress.cli.options import config_options, given, load_model, model_options
 from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
+from compress.atomic import ensure_writable_dir
 from compress.errors import RunFailed, UsageError
 from compress.passes import PASSES
 
@@ -46,6 +47,8 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights
     if spec is None:
         raise UsageError("--model", "none given", "name the model: --model digits (or put model: in the recipe)")
     log = progress_logger()
+    if out is not None:
+        ensure_writable_dir(out)  # fail before the (possibly slow) model load
     model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}
@@ -67,7 +70,7 @@ def _print_report(report: dict, out: Path) -> None:
     for step in report["steps"]:
         after = step["after"]
         rows.append([step["name"], after["params"], after["macs"], after["bytes"], step["seconds"], _quality(after), _figures(step["figures"])])
-    console.print(table(f"compress run: {report['model']['name']} (quality on {report['data']})",
+    console.print(table(f"compress run: {report['model']['name']} (quality on {report['data'] or 'no held-out data: pass --data'})",
                         ["step", "params", "MACs", "bytes", "seconds", "quality", "figures"], rows))
     s = report["summary"]
     console.print(table("summary", ["", "ONNX bytes", "p50 ms", "p90 ms", s["quality_metric"]], [
