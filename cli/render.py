@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import click
@@ -11,11 +12,11 @@ from rich.table import Table
 
 
 def stdout() -> Console:
-    return Console(file=click.get_text_stream("stdout"), soft_wrap=False, width=160)
+    return Console(file=sys.stdout, soft_wrap=False, highlight=False, width=160)  # sys.stdout at call time: CliRunner swaps it
 
 
 def progress_logger() -> Any:
-    console = Console(file=click.get_text_stream("stderr"), highlight=False)
+    console = Console(file=sys.stderr, highlight=False)
     return lambda message: console.print(f"[dim]{message}[/dim]")
 
 

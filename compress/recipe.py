@@ -15,19 +15,18 @@ and keys get a "did you mean", out-of-range values get the allowed range.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
 
 from compress.errors import UsageError
 from compress.gate import Budgets
 from compress.passes import PASSES
 from compress.pipeline import Step
+from compress.validate import build_config, did_you_mean
 
 RECIPE_VERSION = 1
 TOP_KEYS = ("version", "model", "steps", "gates")
@@ -75,7 +74,7 @@ def parse_recipe(text: str, origin: str) -> Recipe:
         raise UsageError("recipe", origin, "must be a YAML mapping with version, steps and optional gates")
     for key in data:
         if key not in TOP_KEYS:
-            raise UsageError("recipe key", key, f"unknown{_did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}")
+            raise UsageError("recipe key", key, f"unknown{did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}")
     if data.get("version") != RECIPE_VERSION:
         raise UsageError("recipe version", data.get("version"), f"this compress reads version: {RECIPE_VERSION}")
     raw_steps = data.get("steps")
@@ -100,41 +99,7 @@ def _parse_step(item: Any, index: int) -> Step:
 
 def make_step(name: str, options: dict[str, Any], where: str | None = None) -> Step:
     if name not in PASSES:
-        raise UsageError("pass", name, f"unknown{_did_you_mean(name, PASSES)}; the passes are {', '.join(PASSES)}")
+        raise UsageError("pass", name, f"unknown{did_you_mean(name, PASSES)}; the passes are {', '.join(PASSES)}")
     if not isinstance(options, dict):
         raise UsageError(where or name, options, "options must be a mapping of option: value")
     return Step(name, build_config(PASSES[name].config, options, where or name))
-
-
-def build_config(cls: type[BaseModel], options: dict[str, Any], where: str) -> BaseModel:
-    """Validate `options` into `cls`; the first problem becomes one UsageError line."""
-    try:
-        return cls(**options)
-    except ValidationError as exc:
-        raise validation_error(cls, exc, where) from exc
-
-
-def validation_error(cls: type[BaseModel], exc: ValidationError, where: str) -> UsageError:
-    error = exc.errors()[0]
-    key = ".".join(str(p) for p in error["loc"]) or "(options)"
-    fields = cls.model_fields
-    if error["type"] == "extra_forbidden":
-        return UsageError(f"{where} option", key, f"unknown{_did_you_mean(key, fields)}; the options are {', '.join(fields)}")
-    field_name = str(error["loc"][0]) if error["loc"] else ""
-    info = fields.get(field_name)
-    allowed = _allowed_range(info) if info is not None else ""
-    return UsageError(f"{where} option {key}", error.get("input"), f"{error['msg'].lower()}{allowed}")
-
-
-def _allowed_range(info: Any) -> str:
-    bounds = []
-    for meta in info.metadata:
-        for attr, sign in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<=")):
-            if getattr(meta, attr, None) is not None:
-                bounds.append(f"{sign} {getattr(meta, attr)}")
-    return f" (allowed: {' and '.join(bounds)})" if bounds else ""
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""

@@ -13,10 +13,10 @@ from typing import Any
 import torch
 
 from compress.atomic import write_text
+from compress.gate import REPORT_SCHEMA_VERSION
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
 
-SCHEMA_VERSION = 1
 
 
 def versions() -> dict[str, str]:
@@ -62,7 +62,7 @@ def build_report(record: RunRecord, *, model_info: dict[str, Any], recipe: dict[
         for s in record.steps
     ]
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": REPORT_SCHEMA_VERSION,
         "versions": versions(),
         "seed": seed,
         "model": model_info,

@@ -3,6 +3,7 @@ model (saved as data), its ONNX files, report.json / report.md, and the gates' v
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ def run(
     violations = check(report, recipe.gates)
     report["gates"] = {
         "budgets": recipe.gates.model_dump(mode="json", exclude_none=True),
-        "violations": [v.to_dict() if hasattr(v, "to_dict") else vars(v) for v in violations],
+        "violations": [dataclasses.asdict(v) for v in violations],
     }
     write_report(report, out)
     return report

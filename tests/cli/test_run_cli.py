@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compress.cli.main import cli
+
+TINY = ["run", "--model", "tiny_models:cnn"]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # runs without --out go to ./runs/<model>
+
+
+def _one_line_error(result, exit_code: int, *needles: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
+    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in errors[0]
+
+
+def test_chained_passes_write_a_report(runner, tmp_path):
+    result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), "--json", "export", "--opset", "17",
+                                 "bench", "--iters", "5", "--warmup", "1", "--rounds", "1"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [s["name"] for s in report["steps"]] == ["export", "bench"]
+    assert report["steps"][0]["config"]["opset"] == 17
+    assert json.loads((tmp_path / "x" / "report.json").read_text())["summary"]["parity"]["passed"]
+    assert "[1/2] export" in result.stderr  # progress goes to stderr, results to stdout
+
+
+def test_recipe_gates_fail_the_run_with_exit_1(runner, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps: [export]\ngates: {max_onnx_mb: 0.000001}\n")
+    result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), "--recipe", str(recipe)])
+    _one_line_error(result, 1, "max_onnx_mb")
+    assert json.loads((tmp_path / "x" / "report.json").read_text())["gates"]["violations"]
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["run", "--model", "missing.pt", "export"], ["model: missing.pt", "not found"]),
+        ([*TINY, "exprot"], []),  # click's own usage error, exit 2
+        ([*TINY, "export", "--opset", "9"], ["opset", "allowed: >= 17"]),
+        ([*TINY, "export", "--tolerance", "-1"], ["tolerance", "allowed: > 0"]),
+        ([*TINY, "--out", "/proc/forbidden", "export"], ["output folder", "/proc/forbidden"]),
+        ([*TINY, "--recipe", "nope.yaml"], ["recipe: nope.yaml", "not found"]),
+        ([*TINY, "--data", "digits:val", "export"], ["data: digits:val", "digits:test"]),
+        (["run", "--model", "tiny_models:cnn", "--input-shape", "1,x", "export"], []),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(runner, args, needles):
+    result = runner.invoke(cli, args)
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr
+    if needles:
+        _one_line_error(result, 2, *needles)
+
+
+def test_malformed_recipe(runner, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("version: 1\nsteps: [export\n")
+    _one_line_error(runner.invoke(cli, [*TINY, "--recipe", str(recipe)]), 2, "not valid YAML", "line")
+    recipe.write_text("version: 1\nsteps:\n  - export: {opset: 17, colour: red}\n")
+    _one_line_error(runner.invoke(cli, [*TINY, "--recipe", str(recipe)]), 2, "colour", "unknown")
+
+
+def test_debug_shows_the_traceback(runner):
+    result = runner.invoke(cli, ["--debug", "run", "--model", "missing.pt", "export"])
+    assert result.exit_code != 0
+    assert result.exception is not None and type(result.exception).__name__ == "UsageError"
+
+
+def test_version_names_the_libraries(runner):
+    result = runner.invoke(cli, ["--version"])
+    assert result.exit_code == 0
+    for name in ("compress 0.1.0", "torch 2.13.0", "onnx ", "onnxruntime "):
+        assert name in result.stdout
+
+
+def test_passes_lists_every_pass(runner):
+    result = runner.invoke(cli, ["passes", "--json"])
+    schemas = json.loads(result.stdout)
+    assert {"export", "bench"} <= set(schemas)
+    assert "opset" in schemas["export"]["properties"]
