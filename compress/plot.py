@@ -1,0 +1,55 @@
+"""The latency-vs-quality plot: one annotated point per model, PNG, written atomically.
+
+The figure is drawn on matplotlib's Agg canvas directly, without pyplot, so no global backend or
+figure registry is touched by a library call.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from compress.atomic import atomic_path
+from compress.errors import UsageError
+
+POINT_KEYS = ("name", "latency_ms", "quality", "quality_name")
+
+
+def latency_quality_plot(points: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Plot each point's `quality` against its `latency_ms`, labelled with its `name`; one quality
+    measure per plot (`quality_name` is the y label)."""
+    _check_points(points)
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    latencies = [float(p["latency_ms"]) for p in points]
+    qualities = [float(p["quality"]) for p in points]
+    axes.scatter(latencies, qualities, color="tab:blue", zorder=2)
+    for point, x, y in zip(points, latencies, qualities):
+        axes.annotate(str(point["name"]), (x, y), xytext=(5, 5), textcoords="offset points", fontsize=9)
+    axes.set_xlabel("latency (ms)")
+    axes.set_ylabel(points[0]["quality_name"])
+    axes.set_title(f"{points[0]['quality_name']} vs latency")
+    axes.grid(True, alpha=0.3, zorder=0)
+    # Room on the right so the last label is not clipped.
+    axes.margins(x=0.15, y=0.1)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)
+
+
+def _check_points(points: Sequence[dict[str, Any]]) -> None:
+    if not points:
+        raise UsageError("plot points", "none", "give at least one model with a latency and a quality")
+    for point in points:
+        missing = [key for key in POINT_KEYS if key not in point]
+        if missing:
+            raise UsageError("plot point", point, f"add {', '.join(missing)}")
+    names = sorted({str(p["quality_name"]) for p in points})
+    if len(names) > 1:
+        raise UsageError("plot quality names", names, "plot one quality measure at a time")
