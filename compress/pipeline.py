@@ -43,7 +43,8 @@ class RunRecord:
 
 def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
     reference = _reference_outputs(ctx)
-    record = RunRecord(original=measure(ctx.teacher, ctx, reference), model=model)
+    record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference), model=model)
+    stats = record.original
     for index, step in enumerate(steps):
         where = _where(steps, index)
         ctx.log(f"[{index + 1}/{len(steps)}] {step.name}")
@@ -54,13 +55,15 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
             raise RunFailed(f"{where}: {exc}") from exc
         seconds = time.perf_counter() - started
         check_runs(result.model, ctx.teacher, where)
+        # A pass that returns the model it was given (export, bench) changed nothing to measure.
+        stats = stats if result.model is model else measure(result.model, ctx, reference)
         model = result.model
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value
         record.steps.append(StepRecord(
             name=step.name,
             config=step.config.model_dump(mode="json"),
-            after=measure(model, ctx, reference),
+            after=stats,
             seconds=round(seconds, 3),
             figures=result.figures,
             artifacts={k: str(v) for k, v in result.artifacts.items()},
@@ -69,14 +72,14 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
     return record
 
 
-def measure(model: Model, ctx: Context, reference: torch.Tensor | None) -> dict[str, Any]:
+def measure(model: Model, ctx: Context, reference: torch.Tensor | None, outputs: torch.Tensor | None = None) -> dict[str, Any]:
     figures: dict[str, Any] = {
         "params": param_count(model.module),
         "macs": mac_count(model.module, model.example_inputs),
         "bytes": state_bytes(model.module),
     }
     if ctx.heldout is not None:
-        outputs = torch_outputs(model, ctx.heldout)
+        outputs = torch_outputs(model, ctx.heldout) if outputs is None else outputs
         figures["quality"] = quality(model.task, outputs, reference, ctx.heldout.labels)
     return figures
 
