@@ -48,7 +48,7 @@ def load_data(spec: str, model: Model | None = None, seq_len: int | None = None)
         tokenizer = None if model is None else model.tokenizer
         if tokenizer is None:
             raise UsageError("data", spec, "text needs a text model's tokenizer; give --reference with the original text model (e.g. minilm)")
-        from compress.models.minilm import tokenize
+        from compress.hf import tokenize
 
         length = seq_len or model.source.seq_len
         return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))

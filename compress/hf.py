@@ -1,19 +1,27 @@
 """Hugging Face model folders (config.json + weights), built offline with `transformers`.
 
 Classification heads (`*ForImageClassification`, `*ForSequenceClassification`) serve the
-classification task and export their logits; any other text encoder becomes a sentence encoder
-(mean pooling + L2 normalisation); other vision backbones export their pooled output.
+classification task and export their logits; any other text encoder becomes a `SentenceEncoder`
+(mean pooling + L2 normalisation, the sentence-transformers convention); other vision backbones
+export their pooled output.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import UsageError
 from compress.model import Model, Source
+
+# Used when a text folder has no tokenizer: a fixed real sentence for the example inputs.
+EXAMPLE_SENTENCE = "Return the number of items in a container."
 
 
 class LogitsOf(nn.Module):
@@ -40,6 +48,62 @@ class PooledOf(nn.Module):
         return (pooled if pooled is not None else out.last_hidden_state.mean(dim=1)).flatten(1)
 
 
+class SentenceEncoder(nn.Module):
+    """A Hugging Face text encoder followed by masked mean pooling and L2 normalisation:
+    (input_ids, attention_mask) [B, T] -> unit-norm embeddings [B, hidden]."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        tokens = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+        # Padding tokens carry no weight; the clamp keeps an all-padding row finite, as
+        # sentence-transformers' Pooling does.
+        mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return F.normalize(mean, p=2, dim=1)
+
+
+def load_encoder(folder: str | Path) -> tuple[SentenceEncoder, Any]:
+    """A `SentenceEncoder` (eval mode) and the tokenizer of the Hugging Face model in `folder`,
+    read from disk only."""
+    # Imported here: transformers takes seconds to import and only text models need it.
+    from transformers import AutoModel, AutoTokenizer
+
+    try:
+        with _no_progress_bar():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+            encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
+    except (OSError, ValueError, KeyError) as exc:
+        raise UsageError("text model folder", folder, f"cannot be loaded as a Hugging Face encoder ({exc}); give a folder with config.json, weights and tokenizer files") from exc
+    return SentenceEncoder(encoder).eval(), tokenizer
+
+
+@contextlib.contextmanager
+def _no_progress_bar() -> Iterator[None]:
+    """Silence transformers' "Loading weights" bar: the library reports progress through `log`
+    only. The global switch is restored afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+def tokenize(tokenizer: Any, sentences: Sequence[str], seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), int64 [len(sentences), seq_len]: padded to seq_len, longer
+    sentences truncated."""
+    batch = tokenizer(
+        list(sentences), padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt"
+    )
+    return batch["input_ids"], batch["attention_mask"]
+
+
 def load_hf(source: Source) -> Model:
     import transformers
 
@@ -49,19 +113,21 @@ def load_hf(source: Source) -> Model:
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"config.json cannot be read by transformers ({exc})") from exc
     arch = (config.architectures or [""])[0]
-    is_vision = hasattr(config, "num_channels") or hasattr(config, "image_size")
+    is_vision = hasattr(config, "num_channels") and hasattr(config, "image_size")
     kwargs = {"local_files_only": True, "attn_implementation": "eager"}
+    tokenizer = None
     try:
-        if arch.endswith("ForImageClassification"):
-            module, task = LogitsOf(transformers.AutoModelForImageClassification.from_pretrained(folder, **kwargs)), "classification"
-        elif arch.endswith("ForSequenceClassification"):
-            module, task = LogitsOf(transformers.AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)), "classification"
-        elif is_vision:
-            module, task = PooledOf(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
-        else:
-            from compress.models.minilm import SentenceEncoder
-
-            module, task = SentenceEncoder(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
+        with _no_progress_bar():
+            if arch.endswith("ForImageClassification"):
+                module, task = LogitsOf(transformers.AutoModelForImageClassification.from_pretrained(folder, **kwargs)), "classification"
+            elif arch.endswith("ForSequenceClassification"):
+                module, task = LogitsOf(transformers.AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)), "classification"
+            elif is_vision:
+                module, task = PooledOf(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
+            else:
+                module, task = SentenceEncoder(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
+            if not is_vision and _has_tokenizer(folder):
+                tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"transformers cannot build it offline ({exc}); it needs config.json and model.safetensors") from exc
     module.eval()
@@ -70,11 +136,8 @@ def load_hf(source: Source) -> Model:
         shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, size, size)
         inputs = (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
         return Model(module, inputs, ("pixel_values",), task, source, name=folder.name)
-    tokenizer = _tokenizer(folder)
     if tokenizer is not None:
-        from compress.models.minilm import tokenize
-
-        inputs = tokenize(tokenizer, ["Return the number of items in a container."], source.seq_len)
+        inputs = tokenize(tokenizer, [EXAMPLE_SENTENCE], source.seq_len)
     else:
         ids = torch.randint(5, config.vocab_size, (1, source.seq_len), generator=torch.Generator().manual_seed(0))
         inputs = (ids, torch.ones_like(ids))
@@ -82,9 +145,5 @@ def load_hf(source: Source) -> Model:
                  eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer)
 
 
-def _tokenizer(folder: Path):
-    if not any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        return None
-    import transformers
-
-    return transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
+def _has_tokenizer(folder: Path) -> bool:
+    return any((folder / f).exists() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"))

@@ -1,0 +1,66 @@
+"""Hugging Face folders built here from small random configs (nothing is fetched), loaded back
+through `compress.load`, exported, and compared with onnxruntime."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from compress.errors import UsageError
+from compress.load import load
+from compress.onnx.export import export_onnx
+from compress.onnx.parity import check_parity
+from compress.data import Dataset
+
+WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "return", "the", "number", "of", "items", "in", "a", "container", "."]
+
+
+def _bert_folder(tmp_path, with_tokenizer: bool = True):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(WORDS), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=64, max_position_embeddings=64)
+    folder = tmp_path / "bert"
+    transformers.BertModel(config).save_pretrained(folder)
+    if with_tokenizer:
+        (tmp_path / "vocab.txt").write_text("\n".join(WORDS) + "\n")
+        transformers.BertTokenizerFast(vocab_file=str(tmp_path / "vocab.txt")).save_pretrained(folder)
+    return folder
+
+
+def test_text_encoder_folder_becomes_a_sentence_encoder(tmp_path):
+    model = load(str(_bert_folder(tmp_path)), seq_len=16)
+    assert model.task == "embedding" and model.input_names == ("input_ids", "attention_mask")
+    ids, mask = model.example_inputs
+    assert ids.shape == (1, 16) and mask.sum() == 11  # [CLS] + 9 words + [SEP], then padding
+    out = model(*model.example_inputs)
+    assert out.shape == (1, 32)
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(1))
+    exported = export_onnx(model, tmp_path / "bert.onnx")
+    data = Dataset("ex", (ids.repeat(3, 1), mask.repeat(3, 1)))
+    assert check_parity(model, exported.path, data, tolerance=1e-4).passed
+
+
+def test_text_folder_without_tokenizer_gets_random_ids(tmp_path):
+    model = load(str(_bert_folder(tmp_path, with_tokenizer=False)), seq_len=8)
+    assert model.tokenizer is None and model.example_inputs[0].shape == (1, 8)
+
+
+def test_image_classifier_folder_exports_logits(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.ViTConfig(image_size=16, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=1,
+                                    num_attention_heads=2, intermediate_size=64, num_labels=5)
+    transformers.ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    model = load(str(tmp_path / "vit"))
+    assert model.task == "classification" and model.input_names == ("pixel_values",)
+    assert model(*model.example_inputs).shape == (1, 5)
+    exported = export_onnx(model, tmp_path / "vit.onnx")
+    data = Dataset("random", (torch.randn(4, 3, 16, 16),))
+    assert check_parity(model, exported.path, data, tolerance=1e-4).passed
+
+
+def test_broken_folder_is_usage_error(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "config.json").write_text("{not json")
+    with pytest.raises(UsageError, match="model folder"):
+        load(str(tmp_path / "bad"))
