@@ -200,15 +200,12 @@ def _checked_feeds(session: ort.InferenceSession, path: Path, batch: int, settin
     return feeds
 
 
-# The RSS child starts from a bare `compress` package (the real __init__ imports torch, ~200 MB) and
-# never sees the caller's __main__, so its peak is what loading and running the model costs.
+# The RSS child imports only this module (no torch: `compress/__init__` imports lazily) and never
+# sees the caller's __main__, so its peak is what loading and running the model costs.
 _RSS_CHILD = """
-import json, sys, types
-package = types.ModuleType("compress")
-package.__path__ = [sys.argv[1]]
-sys.modules["compress"] = package
+import json, sys
 from compress.bench import child_peak_rss
-print(json.dumps(child_peak_rss(**json.loads(sys.argv[2]))))
+print(json.dumps(child_peak_rss(**json.loads(sys.argv[1]))))
 """
 
 
@@ -216,8 +213,7 @@ def _peak_rss(name: str, path: Path, settings: BenchSettings, say: Callable[[str
     """Peak RSS of a fresh process that loads `path` and runs it at the largest batch and thread count."""
     args = {"path": str(path), "batch": max(settings.batch_sizes), "threads": max(settings.threads),
             "seq_len": settings.seq_len, "seed": settings.seed}
-    package_dir = str(Path(__file__).resolve().parent)
-    command = [sys.executable, "-c", _RSS_CHILD, package_dir, json.dumps(args)]
+    command = [sys.executable, "-c", _RSS_CHILD, json.dumps(args)]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         last_line = (done.stderr.strip().splitlines() or ["no message"])[-1]
