@@ -51,7 +51,7 @@ def test_stdlib_sentences_read_as_prose_not_code():
 
 def test_stdlib_sentences_come_from_modules_classes_and_methods():
     sentences = set(stdlib_sentences())
-    assert "Add an element to the right side of the deque." in sentences  # collections.deque.append
+    assert "Create a new ordered dictionary with keys from iterable and values set to value." in sentences  # OrderedDict.fromkeys
     assert "Metaclass for defining Abstract Base Classes (ABCs)." in sentences  # abc.ABCMeta
 
 

@@ -1,0 +1,52 @@
+"""The bundled default run (`compress run`, what `make demo` runs), gated as the project's CI
+gates it: the digits ONNX stays small, parity holds, and quality does not drop."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from compress.cli.main import cli
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    from click.testing import CliRunner
+
+    folder = tmp_path_factory.mktemp("cwd")
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=folder) as cwd:
+        result = runner.invoke(cli, ["run"])
+        yield result, folder / cwd
+
+
+def test_default_run_succeeds_and_prints_the_table(default_run):
+    result, cwd = default_run
+    assert result.exit_code == 0, result.stderr
+    assert "compress run: digits" in result.stdout and "all gates pass" in result.stdout
+    names = {p.name for p in (cwd / "runs" / "default").iterdir()}
+    assert {"model.onnx", "original.onnx", "report.json", "report.md", "bench.json", "latency_quality.png", "model"} <= names
+
+
+def test_default_run_report_is_honest(default_run):
+    _, cwd = default_run
+    report = json.loads((cwd / "runs" / "default" / "report.json").read_text())
+    summary = report["summary"]
+    assert summary["quality_metric"] == "accuracy"
+    assert summary["original"]["quality"]["accuracy"] >= 0.99  # the bundled teacher on the real test split
+    assert summary["parity"]["passed"] and summary["parity"]["max_abs_diff"] < 1e-4
+    assert summary["final"]["p90_ms"] > 0 and summary["latency_ratio"] > 0
+    assert report["versions"]["torch"].startswith("2.13.0")
+    assert len(report["inputs_sha256"]["original_weights"]) == 64
+
+
+def test_ci_gates_the_default_run(default_run, runner, tmp_path):
+    _, cwd = default_run
+    report = str(cwd / "runs" / "default" / "report.json")
+    passed = runner.invoke(cli, ["gate", report, "--max-onnx-mb", "1.5", "--max-quality-drop", "0.005", "--require-parity",
+                                 "--junit", str(tmp_path / "gate.xml")])
+    assert passed.exit_code == 0, passed.stdout + passed.stderr
+    assert 'failures="0"' in (tmp_path / "gate.xml").read_text()
+    failed = runner.invoke(cli, ["gate", report, "--max-onnx-mb", "0.1"])
+    assert failed.exit_code == 1 and "max_onnx_mb" in failed.stdout
