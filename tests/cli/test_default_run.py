@@ -4,6 +4,7 @@ gates it: the digits ONNX stays small, parity holds, and quality does not drop."
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
@@ -14,11 +15,13 @@ from compress.cli.main import cli
 def default_run(tmp_path_factory):
     from click.testing import CliRunner
 
-    folder = tmp_path_factory.mktemp("cwd")
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=folder) as cwd:
-        result = runner.invoke(cli, ["run"])
-        yield result, folder / cwd
+    cwd = tmp_path_factory.mktemp("cwd")
+    before = os.getcwd()
+    os.chdir(cwd)  # `compress run` with no arguments writes ./runs/default
+    try:
+        yield CliRunner().invoke(cli, ["run"]), cwd
+    finally:
+        os.chdir(before)
 
 
 def test_default_run_succeeds_and_prints_the_table(default_run):
