@@ -16,7 +16,7 @@ def stdout() -> Console:
 
 
 def progress_logger() -> Any:
-    console = Console(file=sys.stderr, highlight=False)
+    console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
     return lambda message: console.print(f"[dim]{message}[/dim]")
 
 

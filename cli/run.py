@@ -82,8 +82,14 @@ def _print_report(report: dict, out: Path) -> None:
     console.print(f"latency ratio {fmt(s['latency_ratio'])}, quality drop {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
 
 
+# The quality figures a table row has room for; report.json keeps all of them.
+SHOWN_QUALITY = ("accuracy", "agreement", "cosine_mean", "cosine_min", "recall_at_10")
+
+
 def _quality(stats: dict) -> str:
-    return ", ".join(f"{k} {fmt(v)}" for k, v in stats.get("quality", {}).items()) or "-"
+    quality = stats.get("quality", {})
+    shown = [k for k in SHOWN_QUALITY if k in quality][:3]
+    return ", ".join(f"{k} {fmt(quality[k])}" for k in shown) or "-"
 
 
 def _figures(figures: dict) -> str:

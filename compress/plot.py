@@ -20,9 +20,10 @@ from compress.errors import UsageError
 POINT_KEYS = ("name", "latency_ms", "quality", "quality_name")
 
 
-def latency_quality_plot(points: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+def latency_quality_plot(points: Sequence[dict[str, Any]], path: str | os.PathLike, latency_label: str = "latency (ms)") -> Path:
     """Plot each point's `quality` against its `latency_ms`, labelled with its `name`; one quality
-    measure per plot (`quality_name` is the y label)."""
+    measure per plot (`quality_name` is the y label). The latency axis starts at zero, so a small
+    difference looks small."""
     _check_points(points)
     figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
@@ -30,14 +31,17 @@ def latency_quality_plot(points: Sequence[dict[str, Any]], path: str | os.PathLi
     latencies = [float(p["latency_ms"]) for p in points]
     qualities = [float(p["quality"]) for p in points]
     axes.scatter(latencies, qualities, color="tab:blue", zorder=2)
-    for point, x, y in zip(points, latencies, qualities):
-        axes.annotate(str(point["name"]), (x, y), xytext=(5, 5), textcoords="offset points", fontsize=9)
-    axes.set_xlabel("latency (ms)")
+    for index, (point, x, y) in enumerate(zip(points, latencies, qualities)):
+        # Alternate labels above and below, so models that measure the same stay readable.
+        offset = (5, 5) if index % 2 == 0 else (5, -14)
+        axes.annotate(str(point["name"]), (x, y), xytext=offset, textcoords="offset points", fontsize=9)
+    axes.set_xlabel(latency_label)
     axes.set_ylabel(points[0]["quality_name"])
     axes.set_title(f"{points[0]['quality_name']} vs latency")
     axes.grid(True, alpha=0.3, zorder=0)
     # Room on the right so the last label is not clipped.
     axes.margins(x=0.15, y=0.1)
+    axes.set_xlim(left=0, right=max(latencies) * 1.2)
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return Path(path)

@@ -134,7 +134,9 @@ def _plot(report: dict[str, Any], run_dir: Path) -> Path | None:
         return None
     from compress.plot import latency_quality_plot
 
-    return latency_quality_plot(points, run_dir / "latency_quality.png")
+    bench = next(s for s in reversed(report["steps"]) if s["name"] == "bench")["figures"]
+    label = f"p90 latency (ms), onnxruntime, batch {bench['batch']}, {bench['threads']} thread(s)"
+    return latency_quality_plot(points, run_dir / "latency_quality.png", label)
 
 
 def to_markdown(report: dict[str, Any]) -> str:
