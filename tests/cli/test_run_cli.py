@@ -89,3 +89,22 @@ def test_passes_lists_every_pass(runner):
     schemas = json.loads(result.stdout)
     assert {"export", "bench"} <= set(schemas)
     assert "opset" in schemas["export"]["properties"]
+
+
+def test_bad_checkpoints_exit_2_with_one_line(runner, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from tiny_models import seeded_cnn
+
+    (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    _one_line_error(runner.invoke(cli, [*TINY, "--weights", str(tmp_path / "cut.safetensors"), "export"]), 2,
+                    "weights", "truncated or corrupt")
+    save_file(seeded_cnn(width=8).state_dict(), str(tmp_path / "wide.safetensors"))
+    _one_line_error(runner.invoke(cli, [*TINY, "--weights", str(tmp_path / "wide.safetensors"), "export"]), 2,
+                    "do not fit the model", "stem.0.weight file [8, 1, 3, 3] vs model [4, 1, 3, 3]")
+    (tmp_path / "notes.txt").write_text("hello")
+    _one_line_error(runner.invoke(cli, [*TINY, "--weights", str(tmp_path / "notes.txt"), "export"]), 2,
+                    "unknown weights type .txt")
+    torch.save(seeded_cnn(), tmp_path / "full.pt")
+    _one_line_error(runner.invoke(cli, ["run", "--model", str(tmp_path / "full.pt"), "export"]), 2, "--trust-pickle")
