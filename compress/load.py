@@ -7,6 +7,7 @@ module can run code when unpickled, so it is refused unless the user passes `--t
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import pickle
 import zipfile
@@ -23,6 +24,7 @@ from compress.model import Model, Source, Task, is_saved_model, load_saved
 
 BUNDLED = ("digits", "minilm")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+PICKLE_PREFIX = "pickle:"  # the source of a module unpickled with --trust-pickle: recorded, not rebuildable
 
 
 def load(
@@ -53,7 +55,7 @@ def load(
             "a Hugging Face model folder, or a folder saved by compress",
         )
     if weights is not None:
-        source = Source(**{**source.__dict__, "weights": str(Path(weights).resolve())})
+        source = dataclasses.replace(source, weights=str(Path(weights).resolve()))
         _check_weights_path(Path(weights))
     return build(source, trust_pickle=trust_pickle)
 
@@ -77,6 +79,8 @@ def build(source: Source, *, trust_pickle: bool = False) -> Model:
 
 
 def _build_factory(source: Source) -> Model:
+    if source.ref.startswith(PICKLE_PREFIX):
+        raise UsageError("model source", source.ref, "a pickled module cannot be rebuilt from data; give its factory with --model pkg.module:factory")
     module_name, _, attr = source.ref.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attr)
@@ -118,7 +122,7 @@ def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task) -> M
     inputs = tuple(torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in input_shapes)
     names = ("input",) if len(inputs) == 1 else tuple(f"input_{i}" for i in range(len(inputs)))
     # A pickled module cannot be rebuilt from data; its source records the file for the report only.
-    source = Source("factory", f"pickle:{path.resolve()}", input_shapes=input_shapes, seq_len=seq_len, task=task)
+    source = Source("factory", f"{PICKLE_PREFIX}{path.resolve()}", input_shapes=input_shapes, seq_len=seq_len, task=task)
     return Model(module.eval(), inputs, names, task or "classification", source, name=path.stem)
 
 

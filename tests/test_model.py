@@ -44,3 +44,12 @@ def test_dynamic_axes_mark_batch_and_text_sequence():
     assert model.dynamic_axes == {"input": {0: "batch"}, "output": {0: "batch"}}
     text = model.replace(example_inputs=(torch.ones(1, 8, dtype=torch.long),), input_names=("input_ids",))
     assert text.dynamic_axes["input_ids"] == {0: "batch", 1: "sequence"}
+
+
+def test_a_saved_pickled_module_says_it_cannot_be_rebuilt(tmp_path):
+    from tiny_models import seeded_cnn
+
+    torch.save(seeded_cnn(), tmp_path / "full.pt")
+    save(load(str(tmp_path / "full.pt"), trust_pickle=True, input_shapes=((1, 1, 8, 8),)), tmp_path / "saved")
+    with pytest.raises(UsageError, match="cannot be rebuilt from data"):
+        load(str(tmp_path / "saved"))
