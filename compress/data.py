@@ -15,6 +15,7 @@ import torch
 
 from compress.errors import UsageError
 from compress.model import Model
+from compress.validate import did_you_mean
 
 SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE")
 
@@ -52,4 +53,4 @@ def load_data(spec: str, model: Model | None = None, seq_len: int | None = None)
 
         length = seq_len or model.source.seq_len
         return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))
-    raise UsageError("data", spec, f"unknown data spec; use one of {', '.join(SPECS)}")
+    raise UsageError("data", spec, f"unknown data spec{did_you_mean(spec, SPECS)}; use one of {', '.join(SPECS)}")

@@ -21,6 +21,7 @@ from torch import nn
 
 from compress.errors import UsageError
 from compress.model import Model, Source, Task, is_saved_model, load_saved
+from compress.validate import did_you_mean
 
 BUNDLED = ("digits", "minilm")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -51,7 +52,7 @@ def load(
     else:
         raise UsageError(
             "model", spec,
-            f"not found; give a bundled name ({', '.join(BUNDLED)}), pkg.module:factory with --weights FILE, "
+            f"not found{did_you_mean(spec, BUNDLED)}; give a bundled name ({', '.join(BUNDLED)}), pkg.module:factory with --weights FILE, "
             "a Hugging Face model folder, or a folder saved by compress",
         )
     if weights is not None:
