@@ -20,6 +20,8 @@ from torch import nn
 from compress.errors import UsageError
 from compress.model import Model, Source
 
+# ImageNet's input size, for vision configs that do not state theirs (ResNetConfig).
+DEFAULT_IMAGE_SIZE = 224
 # Used when a text folder has no tokenizer: a fixed real sentence for the example inputs.
 EXAMPLE_SENTENCE = "Return the number of items in a container."
 
@@ -113,7 +115,8 @@ def load_hf(source: Source) -> Model:
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"config.json cannot be read by transformers ({exc})") from exc
     arch = (config.architectures or [""])[0]
-    is_vision = hasattr(config, "num_channels") and hasattr(config, "image_size")
+    # Vision configs name their input channels (ViT, ResNet, ConvNeXt, MobileNet...); text configs do not.
+    is_vision = hasattr(config, "num_channels")
     kwargs = {"local_files_only": True, "attn_implementation": "eager"}
     tokenizer = None
     try:
@@ -132,7 +135,8 @@ def load_hf(source: Source) -> Model:
         raise UsageError("model folder", folder, f"transformers cannot build it offline ({exc}); it needs config.json and model.safetensors") from exc
     module.eval()
     if is_vision:
-        size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
+        size = getattr(config, "image_size", DEFAULT_IMAGE_SIZE)
+        size = size if isinstance(size, int) else size[0]
         shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, size, size)
         inputs = (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
         return Model(module, inputs, ("pixel_values",), task, source, name=folder.name)

@@ -3,6 +3,8 @@ through `compress.load`, exported, and compared with onnxruntime."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import transformers
@@ -64,3 +66,28 @@ def test_broken_folder_is_usage_error(tmp_path):
     (tmp_path / "bad" / "config.json").write_text("{not json")
     with pytest.raises(UsageError, match="model folder"):
         load(str(tmp_path / "bad"))
+
+
+def test_resnet_config_without_image_size_uses_224_or_the_given_shape(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path / "resnet")
+    assert load(str(tmp_path / "resnet")).example_inputs[0].shape == (1, 3, 224, 224)
+    model = load(str(tmp_path / "resnet"), input_shapes=((1, 3, 64, 64),))
+    assert model(*model.example_inputs).shape == (1, 3)
+    exported = export_onnx(model, tmp_path / "resnet.onnx")
+    data = Dataset("random", (torch.randn(2, 3, 64, 64),))
+    assert check_parity(model, exported.path, data, tolerance=1e-4).passed
+
+
+def test_run_on_a_hugging_face_folder_from_the_cli(runner, tmp_path):
+    from compress.cli.main import cli
+
+    folder = _bert_folder(tmp_path)
+    (tmp_path / "s.txt").write_text("Return the number of items.\nThe items in a container.\nA number of the items.\n")
+    result = runner.invoke(cli, ["run", "--model", str(folder), "--seq-len", "16", "--data", f"text:{tmp_path / 's.txt'}",
+                                 "--out", str(tmp_path / "run"), "--json", "export"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["summary"]["quality_metric"] == "cosine_mean" and report["summary"]["quality_drop"] == 0.0
+    assert report["summary"]["parity"]["passed"]
