@@ -23,7 +23,8 @@ def progress_logger() -> Any:
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        t.add_column(column, justify="left" if i == 0 else "right")
+        numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+        t.add_column(column, justify="right" if numeric and i > 0 else "left")
     for row in rows:
         t.add_row(*(fmt(v) for v in row))
     return t

@@ -28,6 +28,7 @@ class Step(NamedTuple):
 class StepRecord:
     name: str
     config: dict[str, Any]
+    before: dict[str, Any]
     after: dict[str, Any]
     seconds: float
     figures: dict[str, Any]
@@ -56,13 +57,14 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         seconds = time.perf_counter() - started
         check_runs(result.model, ctx.teacher, where)
         # A pass that returns the model it was given (export, bench) changed nothing to measure.
-        stats = stats if result.model is model else measure(result.model, ctx, reference)
+        before, stats = stats, (stats if result.model is model else measure(result.model, ctx, reference))
         model = result.model
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value
         record.steps.append(StepRecord(
             name=step.name,
             config=step.config.model_dump(mode="json"),
+            before=before,
             after=stats,
             seconds=round(seconds, 3),
             figures=result.figures,

@@ -58,7 +58,7 @@ def file_sha256(path: str | Path) -> str:
 def build_report(record: RunRecord, *, model_info: dict[str, Any], recipe: dict[str, Any], seed: int,
                  inputs: dict[str, str], data: str | None, task: str, has_labels: bool) -> dict[str, Any]:
     steps = [
-        {"name": s.name, "config": s.config, "after": s.after, "seconds": s.seconds, "figures": s.figures, "artifacts": s.artifacts}
+        {"name": s.name, "config": s.config, "before": s.before, "after": s.after, "seconds": s.seconds, "figures": s.figures, "artifacts": s.artifacts}
         for s in record.steps
     ]
     return {
@@ -166,8 +166,12 @@ def to_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {i} | {step['name']} | {step['seconds']:.2f} | {after['params']:,} | {after['macs']:,} | {after['bytes']:,} | {quality} | {figures} |")
     gates = report.get("gates")
     if gates:
-        lines += ["", "## Gates", ""]
+        budgets = ", ".join(f"{k} {v}" for k, v in gates["budgets"].items()) or "none"
+        lines += ["", "## Gates", "", f"Budgets: {budgets}.", ""]
         lines += [f"- FAIL {v['message']}" for v in gates["violations"]] or ["- all budgets met"]
+    plot = report.get("artifacts", {}).get("plot")
+    if plot:
+        lines += ["", f"![{s['quality_metric']} vs latency]({Path(plot).name})"]
     return "\n".join(lines) + "\n"
 
 
