@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from compress.metrics import accuracy, cosine, mac_count, neighbour_recall, param_count, quality, state_bytes, top1_agreement
@@ -43,3 +45,11 @@ def test_quality_for_each_task():
     labels = logits.argmax(1)
     assert quality("classification", logits, logits, labels)["accuracy"] == 1.0
     assert cosine(logits, -logits).max().item() < -0.999
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(3, 30), dim=st.integers(2, 8), seed=st.integers(0, 10_000), k=st.integers(1, 12))
+def test_neighbour_recall_is_a_share(n, dim, seed, k):
+    g = torch.Generator().manual_seed(seed)
+    recall, agree = neighbour_recall(torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g), k=k)
+    assert 0.0 <= recall <= 1.0 and 0.0 <= agree <= 1.0

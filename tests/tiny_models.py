@@ -50,3 +50,11 @@ def not_a_module() -> int:
 class NaNHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1) * float("nan")
+
+
+def interrupted() -> nn.Module:
+    raise KeyboardInterrupt
+
+
+def buggy() -> nn.Module:
+    raise RuntimeError("factory bug")

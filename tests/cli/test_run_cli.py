@@ -108,3 +108,10 @@ def test_bad_checkpoints_exit_2_with_one_line(runner, tmp_path):
                     "unknown weights type .txt")
     torch.save(seeded_cnn(), tmp_path / "full.pt")
     _one_line_error(runner.invoke(cli, ["run", "--model", str(tmp_path / "full.pt"), "export"]), 2, "--trust-pickle")
+
+
+def test_interrupt_and_internal_errors_are_one_line(runner):
+    interrupted = runner.invoke(cli, ["run", "--model", "tiny_models:interrupted", "export"])
+    _one_line_error(interrupted, 130, "interrupted")
+    buggy = runner.invoke(cli, ["run", "--model", "tiny_models:buggy", "export"])
+    _one_line_error(buggy, 1, "internal error: RuntimeError: factory bug", "--debug")
