@@ -10,6 +10,7 @@ import click
 from compress import atomic
 from compress.bench import BenchReport, BenchSettings
 from compress.bench import bench as bench_onnx
+from compress.plot import latency_batch_plot
 from compress.cli.render import echo_json, progress_logger, stdout, table
 
 
@@ -37,11 +38,15 @@ def _default(name: str) -> object:
               help="the model the others are compared with (timed too): ratio = p50 / its p50, speed-up = the inverse")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), metavar="FILE",
               help="write the results as JSON to FILE; '-' prints them to stdout instead of the table")
-def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | None, **fields: object) -> None:
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="also draw p50 latency per item against batch size as a PNG")
+def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | None, plot_path: Path | None, **fields: object) -> None:
     """Time ONNX models with onnxruntime on this CPU, taking turns in rounds so they share the
     machine's noise; report p50/p90/p99 latency, throughput, file size and peak RSS."""
     settings = BenchSettings(**fields)
     report = bench_onnx(models, settings, log=progress_logger(), baseline=baseline)
+    if plot_path is not None:
+        latency_batch_plot(report.rows, plot_path)
     if json_path is not None and str(json_path) == "-":
         echo_json(report.to_json())
         return

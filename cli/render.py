@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from typing import Any
 
@@ -23,11 +24,19 @@ def progress_logger() -> Any:
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left")
     for i, column in enumerate(columns):
-        numeric = all(isinstance(row[i], (int, float)) or row[i] is None for row in rows)
+        numeric = all(_looks_numeric(row[i]) for row in rows)
         t.add_column(column, justify="right" if numeric and i > 0 else "left")
     for row in rows:
         t.add_row(*(fmt(v) for v in row))
     return t
+
+
+NUMBER = re.compile(r"^-?[\d,]*\.?\d+(e[-+]?\d+)?x?$")
+
+
+def _looks_numeric(value: Any) -> bool:
+    """Numbers, and numbers already formatted as text ("1,251", "1.06x"), align right."""
+    return value is None or isinstance(value, (int, float)) or (isinstance(value, str) and bool(NUMBER.match(value)))
 
 
 def fmt(value: Any) -> str:

@@ -57,3 +57,25 @@ def _check_points(points: Sequence[dict[str, Any]]) -> None:
     names = sorted({str(p["quality_name"]) for p in points})
     if len(names) > 1:
         raise UsageError("plot quality names", names, "plot one quality measure at a time")
+
+
+def latency_batch_plot(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """p50 latency per item against batch size: one line per (model, threads), from bench rows."""
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for model, threads in dict.fromkeys((r["model"], r["threads"]) for r in rows):
+        line = sorted((r["batch"], r["p50_ms"] / r["batch"]) for r in rows if (r["model"], r["threads"]) == (model, threads))
+        axes.plot([b for b, _ in line], [ms for _, ms in line], marker="o", label=f"{model}, {threads} thread(s)")
+    axes.set_xscale("log", base=2)
+    batches = sorted({r["batch"] for r in rows})
+    axes.set_xticks(batches, [str(b) for b in batches])
+    axes.set_ylim(bottom=0)
+    axes.set_xlabel("batch size")
+    axes.set_ylabel("p50 latency per item (ms)")
+    axes.set_title("onnxruntime latency per item")
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)

@@ -86,3 +86,10 @@ def test_option_help_is_the_settings_field_description() -> None:
     assert result.exit_code == 0
     for name in ("iters", "rounds", "warmup", "seq_len"):
         assert BenchSettings.model_fields[name].description in result.stdout
+
+
+def test_plot_draws_latency_per_item_against_batch(cnn: Path, tmp_path: Path) -> None:
+    result = _bench(cnn, "--batch", "1", "--batch", "4", "--plot", tmp_path / "latency.png", *FAST)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]
