@@ -53,3 +53,23 @@ def test_a_saved_pickled_module_says_it_cannot_be_rebuilt(tmp_path):
     save(load(str(tmp_path / "full.pt"), trust_pickle=True, input_shapes=((1, 1, 8, 8),)), tmp_path / "saved")
     with pytest.raises(UsageError, match="cannot be rebuilt from data"):
         load(str(tmp_path / "saved"))
+
+
+def test_structural_edits_are_replayed_before_the_weights_load(tmp_path, monkeypatch):
+    """The mechanism pruning will use: an edit recorded as data rebuilds the new architecture."""
+    from torch import nn
+
+    from compress.model import EDITS
+
+    def narrow_head(module, edit):
+        module.head = nn.Linear(module.head.in_features, edit["classes"])
+        return module
+
+    monkeypatch.setitem(EDITS, "narrow_head", narrow_head)
+    model = load("tiny_models:cnn")
+    edited = model.replace(module=narrow_head(model.copy().module, {"classes": 3}), edits=({"kind": "narrow_head", "classes": 3},))
+    save(edited, tmp_path / "saved")
+    again = load(str(tmp_path / "saved"))
+    x = torch.randn(2, 1, 8, 8)
+    assert again(x).shape == (2, 3) and torch.equal(again(x), edited(x))
+    assert again.edits == edited.edits
