@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from compress.atomic import atomic_path
+from compress.metrics import accuracy as top1_accuracy
 from compress.models.digits import WEIGHTS_PATH, build_module, load_split
 
 EPOCHS = 30  # ~105 s on 2 idle CPU threads; the cosine schedule ends at the last epoch
@@ -51,8 +52,7 @@ def shift_images(images: torch.Tensor, max_shift_px: float, generator: torch.Gen
 
 @torch.no_grad()
 def accuracy(module: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
-    module.eval()
-    return (module(images).argmax(dim=1) == labels).float().mean().item()
+    return top1_accuracy(module.eval()(images), labels)
 
 
 def train(epochs: int = EPOCHS, seed: int = SEED, log: Callable[[str], None] | None = None) -> tuple[nn.Module, float]:
