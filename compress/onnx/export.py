@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,8 +54,9 @@ def export_onnx(model: Model, path: str | Path, opset: int = 17) -> Exported:
 
 def _export(module: torch.nn.Module, model: Model, path: Path, opset: int, exporter: str) -> None:
     kwargs = dict(input_names=list(model.input_names), output_names=["output"], opset_version=opset)
-    # The exporters print their own diagnostics; the pass reports what matters.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+    # The exporters print their own diagnostics (warnings, stdout, torch.onnx loggers); the pass
+    # reports what matters: the exporter used, the opset reached, and parity.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_loggers("torch.onnx", "onnxscript"):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             torch.onnx.export(module, model.example_inputs, str(path), dynamo=False,
@@ -64,3 +66,16 @@ def _export(module: torch.nn.Module, model: Model, path: Path, opset: int, expor
             shapes = tuple({0: batch} for _ in model.example_inputs)
             torch.onnx.export(module, model.example_inputs, str(path), dynamo=True,
                               dynamic_shapes=shapes, external_data=False, **kwargs)
+
+
+@contextlib.contextmanager
+def _quiet_loggers(*names: str):
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

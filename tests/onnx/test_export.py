@@ -52,3 +52,22 @@ def test_session_rejects_non_onnx(tmp_path):
         open_session(tmp_path / "bad.onnx")
     with pytest.raises(UsageError, match="not found"):
         open_session(tmp_path / "missing.onnx")
+
+
+def test_dynamo_is_the_fallback_and_is_recorded(tmp_path, monkeypatch, capfd):
+    import compress.onnx.export as export_module
+
+    real = export_module._export
+
+    def torchscript_fails(module, model, path, opset, exporter):
+        if exporter == "torchscript":
+            raise RuntimeError("simulated TorchScript exporter failure")
+        real(module, model, path, opset, exporter)
+
+    monkeypatch.setattr(export_module, "_export", torchscript_fails)
+    model = load("tiny_models:cnn")
+    exported = export_onnx(model, tmp_path / "m.onnx")
+    assert exported.exporter == "dynamo" and exported.opset >= 17
+    data = Dataset("random", (torch.randn(3, 1, 8, 8),))
+    assert check_parity(model, exported.path, data, tolerance=1e-4).passed
+    assert capfd.readouterr().err == ""  # the exporters' own chatter stays out of the user's terminal
