@@ -17,19 +17,18 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class Context:
-    """Run folder, seed, the frozen teacher, the data sources and the progress reporter.
+    """Run folder, seed, the frozen teacher, the held-out data and the progress reporter.
 
     Nothing here is global: two runs in one process get two contexts. `artifacts` is the one
     mutable part: the pipeline adds each step's files to it, so a later step can find the ONNX an
-    earlier step wrote.
+    earlier step wrote. Other data sources (train, calibration, synthetic) and the device join here
+    with the passes that use them.
     """
 
     run_dir: Path
     teacher: Model
     heldout: Dataset | None = None
-    calibration: Dataset | None = None
     seed: int = 0
-    device: str = "cpu"
     log: Callable[[str], None] = _quiet
     artifacts: dict[str, Path] = field(default_factory=dict)
 
