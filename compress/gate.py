@@ -36,7 +36,7 @@ class Budgets(BaseModel):
     )
     max_p90_ms: float | None = Field(
         None, gt=0, allow_inf_nan=False, strict=True,
-        description="slowest p90 latency allowed for the final ONNX model, in ms (batch 1, 1 thread)",
+        description="slowest p90 latency allowed for the final ONNX model, in ms (at the bench step's first batch size and thread count)",
     )
     max_latency_ratio: float | None = Field(
         None, gt=0, allow_inf_nan=False, strict=True,
