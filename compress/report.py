@@ -92,8 +92,8 @@ def summarize(record: RunRecord, metric: str) -> dict[str, Any]:
     parity = None
     if last_export is not None:
         f = last_export.figures
-        parity = {"passed": f["parity_max_abs_diff"] <= f["parity_tolerance"], "max_abs_diff": f["parity_max_abs_diff"],
-                  "tolerance": f["parity_tolerance"], "cosine_min": f["parity_cosine_min"]}
+        parity = {"passed": f["parity_passed"], "max_abs_diff": f["parity_max_abs_diff"],
+                  "tolerance": f["parity_allowed"], "cosine_min": f["parity_cosine_min"]}
     return {
         "original": original,
         "final": final,
@@ -178,7 +178,7 @@ def to_markdown(report: dict[str, Any]) -> str:
 def _parity(parity: dict[str, Any] | None) -> str:
     if parity is None:
         return "not checked"
-    return f"{'passed' if parity['passed'] else 'FAILED'} (max |diff| {parity['max_abs_diff']:.2e}, tolerance {parity['tolerance']:g})"
+    return f"{'passed' if parity['passed'] else 'FAILED'} (max |diff| {parity['max_abs_diff']:.2e}, allowed {parity['tolerance']:.3g})"
 
 
 def _fmt(value: Any) -> str:

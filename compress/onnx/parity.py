@@ -14,17 +14,26 @@ from compress.predict import onnx_outputs, torch_outputs
 
 @dataclass(frozen=True)
 class Parity:
+    """torch vs onnxruntime. The tolerance is absolute for outputs within [-1, 1] and relative to
+    the largest output magnitude beyond that (`allowed`), as float32 rounding grows with the values:
+    1e-4 holds a normalised embedding to 1e-4 and logits of 50 to 5e-3."""
+
     max_abs_diff: float
     cosine_min: float
     samples: int
     tolerance: float
+    output_scale: float
+
+    @property
+    def allowed(self) -> float:
+        return self.tolerance * self.output_scale
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.max_abs_diff <= self.allowed
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "passed": self.passed}
+        return {**asdict(self), "allowed": self.allowed, "passed": self.passed}
 
 
 def check_parity(model: Model, onnx_path: str | Path, data: Dataset, tolerance: float) -> Parity:
@@ -35,4 +44,5 @@ def check_parity(model: Model, onnx_path: str | Path, data: Dataset, tolerance: 
         cosine_min=cosine(expected, got).min().item(),
         samples=len(data),
         tolerance=tolerance,
+        output_scale=max(1.0, expected.abs().max().item()),
     )

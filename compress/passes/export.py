@@ -15,7 +15,7 @@ class ExportConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     opset: int = Field(17, ge=17, le=21, description="ONNX opset version of the exported graph")
-    tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out inputs; over it the run fails")
+    tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out inputs, relative to the largest output magnitude when that exceeds 1; over it the run fails")
     parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime")
     filename: str = Field("model.onnx", pattern=r"^[\w.-]+\.onnx$", description="file name of the ONNX graph in the run folder")
 
@@ -32,7 +32,8 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
     if not parity.passed:
         raise RunFailed(
             f"onnxruntime differs from torch by {parity.max_abs_diff:.3g} on {parity.samples} "
-            f"inputs of {data.name}, over the tolerance {config.tolerance:g} ({exported.path})"
+            f"inputs of {data.name}, over the {parity.allowed:.3g} allowed (tolerance {config.tolerance:g} x output "
+            f"scale {parity.output_scale:.3g}) ({exported.path})"
         )
     figures = {
         "exporter": exported.exporter,
@@ -42,5 +43,7 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
         "parity_cosine_min": parity.cosine_min,
         "parity_samples": parity.samples,
         "parity_tolerance": parity.tolerance,
+        "parity_allowed": parity.allowed,
+        "parity_passed": parity.passed,
     }
     return Result(model, figures, {"onnx": exported.path})

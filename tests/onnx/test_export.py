@@ -71,3 +71,14 @@ def test_dynamo_is_the_fallback_and_is_recorded(tmp_path, monkeypatch, capfd):
     data = Dataset("random", (torch.randn(3, 1, 8, 8),))
     assert check_parity(model, exported.path, data, tolerance=1e-4).passed
     assert capfd.readouterr().err == ""  # the exporters' own chatter stays out of the user's terminal
+
+
+def test_parity_tolerance_scales_with_large_outputs(tmp_path):
+    model = load("tiny_models:cnn")
+    with torch.no_grad():
+        model.module.head.bias.add_(1000.0)  # logits near 1000: float32 rounding is ~1e-4 there
+    export_onnx(model, tmp_path / "m.onnx")
+    data = Dataset("random", (torch.randn(8, 1, 8, 8, generator=torch.Generator().manual_seed(3)),))
+    parity = check_parity(model, tmp_path / "m.onnx", data, tolerance=1e-4)
+    assert parity.output_scale > 999 and parity.allowed == pytest.approx(parity.output_scale * 1e-4)
+    assert parity.passed
