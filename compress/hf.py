@@ -22,7 +22,7 @@ from compress.model import Model, Source
 
 # ImageNet's input size, for vision configs that do not state theirs (ResNetConfig).
 DEFAULT_IMAGE_SIZE = 224
-# Used when a text folder has no tokenizer: a fixed real sentence for the example inputs.
+# A fixed real sentence for text example inputs, so export and bench see the same tokens.
 EXAMPLE_SENTENCE = "Return the number of items in a container."
 
 
@@ -65,21 +65,6 @@ class SentenceEncoder(nn.Module):
         # sentence-transformers' Pooling does.
         mean = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         return F.normalize(mean, p=2, dim=1)
-
-
-def load_encoder(folder: str | Path) -> tuple[SentenceEncoder, Any]:
-    """A `SentenceEncoder` (eval mode) and the tokenizer of the Hugging Face model in `folder`,
-    read from disk only."""
-    # Imported here: transformers takes seconds to import and only text models need it.
-    from transformers import AutoModel, AutoTokenizer
-
-    try:
-        with _no_progress_bar():
-            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            encoder = AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation="eager")
-    except (OSError, ValueError, KeyError) as exc:
-        raise UsageError("text model folder", folder, f"cannot be loaded as a Hugging Face encoder ({exc}); give a folder with config.json, weights and tokenizer files") from exc
-    return SentenceEncoder(encoder).eval(), tokenizer
 
 
 @contextlib.contextmanager
@@ -134,6 +119,9 @@ def load_hf(source: Source) -> Model:
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"transformers cannot build it offline ({exc}); it needs config.json and model.safetensors") from exc
     module.eval()
+    max_len = getattr(config, "max_position_embeddings", None)
+    if not is_vision and max_len is not None and not 2 <= source.seq_len <= max_len:
+        raise UsageError("sequence length", source.seq_len, f"this model takes 2 to {max_len} tokens; use e.g. --seq-len 128")
     if is_vision:
         size = getattr(config, "image_size", DEFAULT_IMAGE_SIZE)
         size = size if isinstance(size, int) else size[0]

