@@ -27,7 +27,9 @@ def eval_command(model_spec, data_spec, reference, as_json, weights, input_shape
         return load_model(spec, weights if with_weights else None, input_shapes, seq_len, task, trust_pickle)
 
     candidate = resolve(model_spec, True)
-    ref = None if reference is None else resolve(reference, False)
+    # The same spec as MODEL (and no --weights to tell them apart) is the same model: load it once.
+    same = reference == model_spec and weights is None
+    ref = None if reference is None else (candidate if same else resolve(reference, False))
     torch_model = next((m for m in (candidate, ref) if not isinstance(m, Path) and m is not None), None)
     data = load_data(data_spec, torch_model, seq_len)
     kind = task or (torch_model.task if torch_model is not None else ("embedding" if data_spec.startswith("text:") else "classification"))

@@ -15,7 +15,7 @@ import click
 from compress import atomic
 from compress.cli import render
 from compress.errors import UsageError
-from compress.gate import Budgets, Reading, budgets_from, check, junit_xml, read_budgets, read_report
+from compress.gate import Budgets, Reading, budgets_from, junit_xml, read_budgets, read_report, violations_of
 
 
 def _help(name: str) -> str:
@@ -47,7 +47,7 @@ def gate(ctx: click.Context, report_path: Path, junit_path: Path | None, as_json
     if not budgets.checked():
         raise UsageError("gate", "no budgets", f"pass {_flags()} or put gates in the recipe")
     readings = read_budgets(report, budgets)
-    violations = check(report, budgets)
+    violations = violations_of(readings)
     if junit_path is not None:
         atomic.write_text(junit_path, junit_xml(violations, budgets, report_path))
     if as_json:

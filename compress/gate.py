@@ -162,11 +162,11 @@ def read_budgets(report: Mapping, budgets: Budgets) -> list[Reading]:
 
 def check(report: Mapping, budgets: Budgets) -> list[Violation]:
     """The budgets the report breaks; an empty list means the model is within every budget."""
-    return [
-        Violation(r.budget, r.measured, r.limit, r.message)
-        for r in read_budgets(report, budgets)
-        if not r.passed
-    ]
+    return violations_of(read_budgets(report, budgets))
+
+
+def violations_of(readings: Sequence[Reading]) -> list[Violation]:
+    return [Violation(r.budget, r.measured, r.limit, r.message) for r in readings if not r.passed]
 
 
 def junit_xml(violations: Sequence[Violation], budgets: Budgets, report_path: str | os.PathLike) -> str:

@@ -52,10 +52,10 @@ def test_check_runs_catches_broken_models():
     teacher = load("tiny_models:cnn")
     wrong_shape = teacher.replace(module=nn.Sequential(nn.Flatten(), nn.Linear(64, 3)))
     with pytest.raises(RunFailed, match=r"output shape changed from \[1, 10\] to \[1, 3\]"):
-        check_runs(wrong_shape, teacher, "step 1 (x)")
+        check_runs(wrong_shape, teacher(*teacher.example_inputs).shape, "step 1 (x)")
     nan = teacher.replace(module=nn.Sequential(nn.Flatten(), nn.Linear(64, 10), NaNHead()))
     with pytest.raises(RunFailed, match="non-finite"):
-        check_runs(nan, teacher, "step 1 (x)")
+        check_runs(nan, teacher(*teacher.example_inputs).shape, "step 1 (x)")
 
 
 def test_bench_without_export_is_usage_error(tmp_path):
