@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 
 from compress import atomic
-from compress.bench import BenchReport, BenchSettings
-from compress.bench import bench as bench_onnx
-from compress.plot import latency_batch_plot
+from compress.measure.bench import BenchReport, BenchSettings
+from compress.measure.bench import bench as bench_onnx
+from compress.reporting.plot import latency_batch_plot
 from compress.cli.render import echo_json, progress_logger, stdout, table
 
 

@@ -18,8 +18,8 @@ from compress.cli.render import echo_json, stdout, table
 @model_options
 def eval_command(model_spec, data_spec, reference, as_json, weights, input_shapes, seq_len, task, trust_pickle) -> None:
     """Measure MODEL's quality on a data spec, optionally against a reference model."""
-    from compress.data import load_data
-    from compress.evaluate import evaluate
+    from compress.data.specs import load_data
+    from compress.measure.evaluate import evaluate
 
     def resolve(spec: str, with_weights: bool):
         if spec.lower().endswith(".onnx"):

@@ -15,7 +15,7 @@ import click
 from compress import atomic
 from compress.cli import render
 from compress.errors import UsageError
-from compress.gate import Budgets, Reading, budgets_from, junit_xml, read_budgets, read_report, violations_of
+from compress.reporting.gate import Budgets, Reading, budgets_from, junit_xml, read_budgets, read_report, violations_of
 
 
 def _help(name: str) -> str:

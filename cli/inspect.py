@@ -16,7 +16,7 @@ from compress.cli.render import echo_json, stdout, table
 @model_options
 def inspect_command(model_spec, as_json, weights, input_shapes, seq_len, task, trust_pickle) -> None:
     """Params, MACs, size and the layer table of a model (torch spec or ONNX file)."""
-    from compress.inspect import inspect_model, inspect_onnx
+    from compress.measure.inspect import inspect_model, inspect_onnx
 
     if model_spec.lower().endswith(".onnx"):
         info = inspect_onnx(Path(model_spec))

@@ -42,7 +42,7 @@ def _as_click(exc: BaseException) -> ToolError:
 def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from compress.report import versions
+    from compress.reporting.report import versions
 
     v = versions()
     click.echo(f"compress {v['compress']} (torch {v['torch']}, onnx {v['onnx']}, onnxruntime {v['onnxruntime']}, "

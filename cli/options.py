@@ -39,7 +39,7 @@ def model_options(func: Callable) -> Callable:
 
 
 def load_model(spec: str, weights: str | None, input_shapes, seq_len: int, task: str | None, trust_pickle: bool):
-    from compress.load import load
+    from compress.loading.checkpoint import load
 
     return load(spec, weights=weights, input_shapes=input_shapes, seq_len=seq_len, task=task, trust_pickle=trust_pickle)
 

@@ -36,7 +36,7 @@ def run(**_: object) -> None:
 @run.result_callback()
 def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle):
     from compress.recipe import Recipe, default_recipe, read_recipe
-    from compress.report import file_sha256
+    from compress.reporting.report import file_sha256
     from compress.runner import run as run_recipe
 
     if steps and recipe_path:

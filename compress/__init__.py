@@ -1,7 +1,7 @@
 """compress: prune, distill, quantize and export models to verified ONNX; bench and gate them.
 
 The Python API mirrors the CLI: `compress.load(...)` a model, `compress.run(model, recipe, out)`.
-Both are imported on first use: they pull in torch, and light modules such as `compress.bench`
+Both are imported on first use: they pull in torch, and light modules such as `compress.measure.bench`
 (which measures a fresh process's memory) must not.
 """
 
@@ -15,7 +15,7 @@ __all__ = ["__version__", "load", "run"]
 
 def __getattr__(name: str) -> Any:
     if name == "load":
-        from compress.load import load
+        from compress.loading.checkpoint import load
 
         return load
     if name == "run":

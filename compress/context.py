@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.data import Dataset
+from compress.data.specs import Dataset
 from compress.model import Model
 
 

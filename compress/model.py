@@ -133,7 +133,22 @@ def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
         if kind not in EDITS:
             raise UsageError("saved model edit", kind, f"this compress knows {sorted(EDITS) or 'no edits'}; upgrade compress")
         module = EDITS[kind](module, edit)
-    from compress.load import load_state_dict  # the one place that checks keys and shapes
-
     load_state_dict(module, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
     return model.replace(module=module.eval(), edits=tuple(meta.get("edits", [])), name=meta.get("name", model.name))
+
+
+def load_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load strictly; a mismatch names the missing and unexpected keys and the differing shapes."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} file {list(state[k].shape)} vs model {list(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        parts = [f"{label} {_first(items)}" for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
+        raise UsageError("weights", path, f"do not fit the model: {'; '.join(parts)}; use the factory these weights were saved from")
+    module.load_state_dict(state, strict=True)
+
+
+def _first(items: list[str], n: int = 3) -> str:
+    shown = ", ".join(items[:n])
+    return f"[{shown}{f', and {len(items) - n} more' if len(items) > n else ''}]"

@@ -3,14 +3,9 @@ outputs, so every quality figure compares like with like."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import numpy as np
-import onnxruntime as ort
 import torch
 
-from compress.data import Dataset
-from compress.errors import UsageError
+from compress.data.specs import Dataset
 from compress.model import Model
 
 
@@ -19,33 +14,3 @@ def torch_outputs(model: Model, data: Dataset, batch_size: int = 64) -> torch.Te
     model.module.eval()
     chunks = [model.module(*(x[i : i + batch_size] for x in data.inputs)) for i in range(0, len(data), batch_size)]
     return torch.cat(chunks).float()
-
-
-def onnx_outputs(session: ort.InferenceSession, data: Dataset, batch_size: int = 64) -> torch.Tensor:
-    names = [i.name for i in session.get_inputs()]
-    _check_shapes(session, data)
-    chunks = []
-    for i in range(0, len(data), batch_size):
-        feeds = {name: x[i : i + batch_size].numpy() for name, x in zip(names, data.inputs)}
-        chunks.append(torch.from_numpy(np.asarray(session.run(None, feeds)[0])))
-    return torch.cat(chunks).float()
-
-
-def outputs(target: Model | Path, data: Dataset) -> torch.Tensor:
-    """Outputs of a torch `Model` or an ONNX file on `data`."""
-    if isinstance(target, Model):
-        return torch_outputs(target, data)
-    from compress.onnx.session import open_session
-
-    return onnx_outputs(open_session(target), data)
-
-
-def _check_shapes(session: ort.InferenceSession, data: Dataset) -> None:
-    """Fixed ONNX dimensions must match the data; otherwise say which, instead of ORT's error."""
-    specs = session.get_inputs()
-    if len(specs) != len(data.inputs):
-        raise UsageError("data", data.name, f"gives {len(data.inputs)} input(s) but the ONNX model takes {len(specs)} ({', '.join(s.name for s in specs)}); choose matching --data")
-    for spec, tensor in zip(specs, data.inputs):
-        fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)]
-        if len(spec.shape) != tensor.dim() or any(tensor.shape[i] != d for i, d in fixed[1:] if i > 0):
-            raise UsageError("data", data.name, f"has shape {list(tensor.shape)} but ONNX input {spec.name} expects {spec.shape}; choose matching --data")

@@ -23,10 +23,10 @@ from typing import Any
 import yaml
 
 from compress.errors import UsageError
-from compress.gate import Budgets
+from compress.reporting.gate import Budgets
 from compress.passes import PASSES
 from compress.pipeline import Step
-from compress.validate import build_config, did_you_mean
+from compress.config import build_config, did_you_mean
 
 RECIPE_VERSION = 1
 TOP_KEYS = ("version", "model", "steps", "gates")

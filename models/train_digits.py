@@ -24,7 +24,8 @@ from torch import nn
 
 from compress.atomic import atomic_path
 from compress.metrics import accuracy as top1_accuracy
-from compress.models.digits import WEIGHTS_PATH, build_module, load_split
+from compress.data.digits import load_split
+from compress.models.digits import WEIGHTS_PATH, build_module
 
 EPOCHS = 30  # ~105 s on 2 idle CPU threads; the cosine schedule ends at the last epoch
 BATCH_SIZE = 64

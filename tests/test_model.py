@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.errors import UsageError
-from compress.load import build, load
+from compress.loading.checkpoint import build, load
 from compress.model import load_saved, save
 
 

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from compress.context import Context
-from compress.data import Dataset
+from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
-from compress.load import load
+from compress.loading.checkpoint import load
 from compress.pipeline import Step, check_runs, run
 from compress.recipe import Recipe, make_step
 from compress.runner import run as run_recipe

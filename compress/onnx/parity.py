@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from compress.data import Dataset
+from compress.data.specs import Dataset
 from compress.metrics import cosine
 from compress.model import Model
 from compress.onnx.session import open_session
-from compress.predict import onnx_outputs, torch_outputs
+from compress.onnx.outputs import onnx_outputs
+from compress.predict import torch_outputs
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from typing import NamedTuple
 
 from pydantic import BaseModel
 
-from compress.bench import BenchSettings
+from compress.measure.bench import BenchSettings
 from compress.context import Context, Result
 from compress.model import Model
 from compress.passes.bench import bench

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from compress.atomic import write_text
-from compress.bench import BenchSettings, bench as bench_onnx
+from compress.measure.bench import BenchSettings, bench as bench_onnx
 from compress.context import Context, Result
 from compress.errors import UsageError
 from compress.model import Model

@@ -25,7 +25,7 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
     exported = export_onnx(model, ctx.run_dir / config.filename, config.opset)
     data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else None
     if data is None:
-        from compress.data import Dataset
+        from compress.data.specs import Dataset
 
         data = Dataset("example inputs", model.example_inputs)
     parity = check_parity(model, exported.path, data, config.tolerance)

@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from torch import nn
 
-from compress.bench import BenchSettings
+from compress.measure.bench import BenchSettings
 
 main = pytest.importorskip("compress.cli.main", reason="compress.cli.main is not wired yet")
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 from compress.cli.main import cli
-from compress.load import load
+from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from compress.cli.main import cli
-from compress.corpus import corpus
-from compress.load import load
+from compress.data.corpus import corpus
+from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModel
 
-from compress.corpus import corpus
+from compress.data.corpus import corpus
 from compress.errors import UsageError
 from compress.model import Model, Source
 from compress.models import minilm
@@ -92,7 +92,7 @@ def test_sequence_length_outside_the_position_table_is_a_usage_error(seq_len):
 
 
 def test_a_folder_that_is_not_a_model_is_a_usage_error(tmp_path):
-    from compress.hf import load_hf
+    from compress.loading.hf import load_hf
 
     with pytest.raises(UsageError, match="model folder.*cannot be read by transformers"):
         load_hf(Source("hf", str(tmp_path)))

@@ -5,9 +5,9 @@ import onnx
 import pytest
 import torch
 
-from compress.data import Dataset
+from compress.data.specs import Dataset
 from compress.errors import UsageError
-from compress.load import load
+from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 from compress.onnx.parity import check_parity
 from compress.onnx.session import open_session

@@ -9,8 +9,8 @@ import torch
 import transformers as T
 from torch import nn
 
-from compress.data import Dataset
-from compress.load import load
+from compress.data.specs import Dataset
+from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 from compress.onnx.parity import check_parity
 

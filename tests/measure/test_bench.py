@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from compress.bench import BenchSettings, bench, latency_stats, time_session
-from compress.bench_inputs import make_feeds
+from compress.measure.bench import BenchSettings, bench, latency_stats, time_session
+from compress.measure.feeds import make_feeds
 from compress.errors import UsageError
 from compress.onnx.session import open_session
 

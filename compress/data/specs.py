@@ -15,7 +15,7 @@ import torch
 
 from compress.errors import UsageError
 from compress.model import Model
-from compress.validate import did_you_mean
+from compress.config import did_you_mean
 
 SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE")
 
@@ -38,18 +38,18 @@ class Dataset:
 def load_data(spec: str, model: Model | None = None, seq_len: int | None = None) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "digits" and arg in ("test", "train"):
-        from compress.models.digits import load_split
+        from compress.data.digits import load_split
 
         images, labels = load_split(arg)
         return Dataset(spec, (images,), labels)
     if kind == "text" and arg:
-        from compress import corpus
+        from compress.data import corpus
 
         sentences = corpus.corpus(arg) if arg in ("heldout", "train") else corpus.read_sentences(Path(arg))
         tokenizer = None if model is None else model.tokenizer
         if tokenizer is None:
             raise UsageError("data", spec, "text needs a text model's tokenizer; give --reference with the original text model (e.g. minilm)")
-        from compress.hf import tokenize
+        from compress.loading.hf import tokenize
 
         length = seq_len or model.source.seq_len
         return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))

@@ -5,7 +5,7 @@ import torch
 from safetensors.torch import save_file
 
 from compress.errors import UsageError
-from compress.load import load
+from compress.loading.checkpoint import load
 from tiny_models import seeded_cnn
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from compress.bench_inputs import make_feeds
+from compress.measure.feeds import make_feeds
 from compress.errors import RunFailed, UsageError
 from compress.onnx.session import open_session
 
@@ -204,7 +204,7 @@ def _checked_feeds(session: ort.InferenceSession, path: Path, batch: int, settin
 # sees the caller's __main__, so its peak is what loading and running the model costs.
 _RSS_CHILD = """
 import json, sys
-from compress.bench import child_peak_rss
+from compress.measure.bench import child_peak_rss
 print(json.dumps(child_peak_rss(**json.loads(sys.argv[1]))))
 """
 

@@ -10,10 +10,10 @@ import torch
 import transformers
 
 from compress.errors import UsageError
-from compress.load import load
+from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 from compress.onnx.parity import check_parity
-from compress.data import Dataset
+from compress.data.specs import Dataset
 
 WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "return", "the", "number", "of", "items", "in", "a", "container", "."]
 

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.image import imread
 
 from compress.errors import UsageError
-from compress.plot import latency_quality_plot
+from compress.reporting.plot import latency_quality_plot
 
 POINTS = [
     {"name": "original", "latency_ms": 0.40, "quality": 0.994, "quality_name": "accuracy"},

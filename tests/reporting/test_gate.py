@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compress.errors import UsageError
-from compress.gate import Budgets, Violation, budgets_from, check, junit_xml, parse_budgets, read_report
+from compress.reporting.gate import Budgets, Violation, budgets_from, check, junit_xml, parse_budgets, read_report
 
 
 def _report(gates: dict | None = None, **final_overrides: object) -> dict:

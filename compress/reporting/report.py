@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from compress.atomic import write_text
-from compress.gate import REPORT_SCHEMA_VERSION
+from compress.reporting.schema import REPORT_SCHEMA_VERSION
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
 
@@ -132,7 +132,7 @@ def _plot(report: dict[str, Any], run_dir: Path) -> Path | None:
             points.append({"name": label, "latency_ms": side["p90_ms"], "quality": side["quality"][metric], "quality_name": metric})
     if len(points) < 2:
         return None
-    from compress.plot import latency_quality_plot
+    from compress.reporting.plot import latency_quality_plot
 
     bench = next(s for s in reversed(report["steps"]) if s["name"] == "bench")["figures"]
     label = f"p90 latency (ms), onnxruntime, batch {bench['batch']}, {bench['threads']} thread(s)"

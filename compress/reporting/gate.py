@@ -15,9 +15,9 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.errors import UsageError
-from compress.validate import build_config
+from compress.config import build_config
+from compress.reporting.schema import REPORT_SCHEMA_VERSION
 
-REPORT_SCHEMA_VERSION = 1
 BYTES_PER_MB = 1_000_000
 
 

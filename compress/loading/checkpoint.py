@@ -20,8 +20,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from compress.errors import UsageError
-from compress.model import Model, Source, Task, is_saved_model, load_saved
-from compress.validate import did_you_mean
+from compress.model import Model, Source, Task, is_saved_model, load_saved, load_state_dict
+from compress.config import did_you_mean
 
 BUNDLED = ("digits", "minilm")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
@@ -67,7 +67,7 @@ def build(source: Source, *, trust_pickle: bool = False) -> Model:
         module = importlib.import_module(f"compress.models.{source.ref}")
         model = module.load(source)
     elif source.kind == "hf":
-        from compress.hf import load_hf
+        from compress.loading.hf import load_hf
 
         model = load_hf(source)
     else:
@@ -159,20 +159,3 @@ def read_weights(path: Path, trust_pickle: bool = False) -> dict[str, torch.Tens
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UsageError("weights", path, "is not a state dict of tensors; save model.state_dict()")
     return dict(state)
-
-
-def load_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """Load strictly; a mismatch names the missing and unexpected keys and the differing shapes."""
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} file {list(state[k].shape)} vs model {list(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        parts = [f"{label} {_first(items)}" for label, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", shapes)) if items]
-        raise UsageError("weights", path, f"do not fit the model: {'; '.join(parts)}; use the factory these weights were saved from")
-    module.load_state_dict(state, strict=True)
-
-
-def _first(items: list[str], n: int = 3) -> str:
-    shown = ", ".join(items[:n])
-    return f"[{shown}{f', and {len(items) - n} more' if len(items) > n else ''}]"

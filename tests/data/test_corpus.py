@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from compress.corpus import (
+from compress.data.corpus import (
     MAX_WORDS,
     MIN_WORDS,
     MODULES,
@@ -19,7 +19,7 @@ from compress.corpus import (
 from compress.errors import UsageError
 
 DIGEST_SCRIPT = (
-    "import hashlib; from compress.corpus import corpus; "
+    "import hashlib; from compress.data.corpus import corpus; "
     "print(hashlib.sha256('\\n'.join(corpus('heldout')).encode()).hexdigest())"
 )
 
