@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.data.specs import Dataset
+from compress.data.specs import Dataset, Role
+from compress.errors import UsageError
 from compress.model import Model
 
 
@@ -17,20 +18,33 @@ def _quiet(_: str) -> None:
 
 @dataclass(frozen=True)
 class Context:
-    """Run folder, seed, the frozen teacher, the held-out data and the progress reporter.
+    """Run folder, the one seed, the device, the frozen teacher, data sources by role and the
+    progress reporter.
 
     Nothing here is global: two runs in one process get two contexts. `artifacts` is the one
     mutable part: the pipeline adds each step's files to it, so a later step can find the ONNX an
-    earlier step wrote. Other data sources (train, calibration, synthetic) and the device join here
-    with the passes that use them.
+    earlier step wrote. `data` maps a role (heldout, train, calibration, synthetic) to a source
+    that gives batches (`Dataset.batches`); the held-out source measures quality and is never
+    trained or calibrated on.
     """
 
     run_dir: Path
     teacher: Model
-    heldout: Dataset | None = None
+    data: Mapping[Role, Dataset] = field(default_factory=dict)
     seed: int = 0
+    device: str = "cpu"
     log: Callable[[str], None] = _quiet
     artifacts: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def heldout(self) -> Dataset | None:
+        return self.data.get("heldout")
+
+    def source(self, role: Role, needed_by: str) -> Dataset:
+        """The data source for `role`; a UsageError names the pass that needs it when there is none."""
+        if role not in self.data:
+            raise UsageError(f"{needed_by} data", "none given", f"give {role} data, e.g. --data digits:train or --data text:train")
+        return self.data[role]
 
 
 @dataclass(frozen=True)

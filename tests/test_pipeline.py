@@ -23,7 +23,7 @@ def _heldout(n: int = 32) -> Dataset:
 
 def test_export_step_records_stats_and_artifacts(tmp_path):
     model = load("tiny_models:cnn")
-    ctx = Context(run_dir=tmp_path, teacher=model.copy(), heldout=_heldout())
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _heldout()})
     record = run(model, [make_step("export", {})], ctx)
     step = record.steps[0]
     assert step.after["params"] == record.original["params"] > 0
@@ -36,7 +36,7 @@ def test_export_step_records_stats_and_artifacts(tmp_path):
 def test_pass_does_not_mutate_its_input(tmp_path):
     model = load("tiny_models:cnn")
     before = {k: v.clone() for k, v in model.module.state_dict().items()}
-    run(model, [make_step("export", {})], Context(run_dir=tmp_path, teacher=model.copy(), heldout=_heldout()))
+    run(model, [make_step("export", {})], Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _heldout()}))
     assert all(torch.equal(before[k], v) for k, v in model.module.state_dict().items())
 
 
@@ -44,7 +44,7 @@ def test_parity_failure_names_the_step(tmp_path):
     model = load("tiny_models:cnn")
     steps = [make_step("export", {"filename": "a.onnx"}), make_step("export", {"tolerance": 1e-12, "filename": "b.onnx"})]
     with pytest.raises(RunFailed, match=r"step 2 \(export\) after export: onnxruntime differs from torch by"):
-        run(model, steps, Context(run_dir=tmp_path, teacher=model.copy(), heldout=_heldout()))
+        run(model, steps, Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _heldout()}))
     assert not (tmp_path / "b.onnx").exists() or (tmp_path / "b.onnx").stat().st_size > 0
 
 

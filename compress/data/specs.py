@@ -8,8 +8,10 @@ Text needs the model's tokenizer to become `input_ids` / `attention_mask`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -17,6 +19,9 @@ from compress.errors import UsageError
 from compress.model import Model
 from compress.config import did_you_mean
 
+# What a data source is for. Training and calibration data must never be the held-out data.
+Role = Literal["heldout", "train", "calibration", "synthetic"]
+ROLES: tuple[Role, ...] = ("heldout", "train", "calibration", "synthetic")
 SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE")
 
 
@@ -31,8 +36,21 @@ class Dataset:
         return self.inputs[0].shape[0]
 
     def head(self, n: int) -> Dataset:
-        return Dataset(self.name, tuple(x[:n] for x in self.inputs),
-                       None if self.labels is None else self.labels[:n], self.texts[:n])
+        return self.take(torch.arange(min(n, len(self))))
+
+    def take(self, index: torch.Tensor) -> Dataset:
+        """The rows at `index`, in that order."""
+        texts = tuple(self.texts[i] for i in index.tolist()) if self.texts else ()
+        return Dataset(self.name, tuple(x[index] for x in self.inputs),
+                       None if self.labels is None else self.labels[index], texts)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Dataset]:
+        """One pass over the rows in batches of `batch_size` (the last may be smaller); shuffled
+        with `seed` when asked. Every data source (real, synthetic) gives batches this way, so the
+        fit loop, calibration and evaluation read them alike."""
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            yield self.take(order[start : start + batch_size])
 
 
 def load_data(spec: str, model: Model | None = None, seq_len: int | None = None) -> Dataset:

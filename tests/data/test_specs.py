@@ -1,0 +1,29 @@
+"""compress.data.specs: batches over a dataset, in order or shuffled by seed."""
+
+from __future__ import annotations
+
+import torch
+
+from compress.data.specs import Dataset
+
+
+def _data(n: int = 10) -> Dataset:
+    return Dataset("toy", (torch.arange(n).float().unsqueeze(1),), torch.arange(n), tuple(str(i) for i in range(n)))
+
+
+def test_batches_cover_every_row_once_in_order() -> None:
+    batches = list(_data().batches(4))
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert torch.cat([b.labels for b in batches]).tolist() == list(range(10))
+    assert batches[1].texts == ("4", "5", "6", "7")
+
+
+def test_shuffled_batches_depend_on_the_seed_only() -> None:
+    first = torch.cat([b.labels for b in _data().batches(3, shuffle=True, seed=1)])
+    again = torch.cat([b.labels for b in _data().batches(3, shuffle=True, seed=1)])
+    other = torch.cat([b.labels for b in _data().batches(3, shuffle=True, seed=2)])
+    assert first.tolist() == again.tolist() and sorted(first.tolist()) == list(range(10))
+    assert first.tolist() != other.tolist()
+    # Inputs and labels stay paired through the shuffle.
+    batch = next(_data().batches(5, shuffle=True, seed=1))
+    assert batch.inputs[0].squeeze(1).long().tolist() == batch.labels.tolist()
