@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from compress.data.specs import Dataset, Role
+from compress.data.specs import Dataset, Role, load_data
 from compress.errors import UsageError
 from compress.model import Model
 
@@ -35,6 +35,8 @@ class Context:
     device: str = "cpu"
     log: Callable[[str], None] = _quiet
     artifacts: dict[str, Path] = field(default_factory=dict)
+    # The spec the held-out source was read from; no other role may read it.
+    heldout_spec: str | None = None
 
     @property
     def heldout(self) -> Dataset | None:
@@ -45,6 +47,18 @@ class Context:
         if role not in self.data:
             raise UsageError(f"{needed_by} data", "none given", f"give {role} data, e.g. --data digits:train or --data text:train")
         return self.data[role]
+
+    def dataset(self, spec: str, role: Role) -> Dataset:
+        """Read the data `spec` for `role` (a pass's own `--data`), tokenized for the teacher;
+        the held-out spec is refused, so no figure is measured on data the model was fit to."""
+        if role != "heldout" and self.heldout_spec is not None and spec == self.heldout_spec:
+            raise UsageError(f"{role} data", spec, f"is the held-out data quality is measured on; use another split, e.g. {_other_split(spec)}")
+        return load_data(spec, self.teacher)
+
+
+def _other_split(spec: str) -> str:
+    kind, _, part = spec.partition(":")
+    return {"digits": "digits:train", "text": "text:train"}.get(kind, "a different file") if part in ("test", "heldout") else "a different file"
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ def run(
     heldout = load_data(data, model) if data else None
     if heldout is not None:
         log(f"quality measured on {data} ({len(heldout)} inputs) against the original")
-    ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout}, seed=seed, log=log)
+    ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout},
+                  heldout_spec=data, seed=seed, log=log)
     record = run_steps(model, list(recipe.steps), ctx)
     save(record.model, out / "model")
     report = build_report(
