@@ -3,6 +3,7 @@ failed run (RunFailed) one line and exit 1; `--debug` shows the traceback instea
 
 from __future__ import annotations
 
+import signal
 import sys
 
 import click
@@ -31,9 +32,20 @@ class ToolError(click.ClickException):
         click.echo(f"compress: {self.message}", err=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so every `finally` (temp files, the staging folder, the lock)
+    runs; a KeyboardInterrupt subclass, so no `except Exception` can swallow it."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    raise Terminated
+
+
 def _as_click(exc: BaseException) -> ToolError:
     if isinstance(exc, CompressError):
         return ToolError(str(exc), exc.exit_code)
+    if isinstance(exc, Terminated):
+        return ToolError("terminated (SIGTERM); no partial output was left in place", 128 + signal.SIGTERM)
     if isinstance(exc, KeyboardInterrupt):
         return ToolError("interrupted; no partial output was left in place", 130)
     return ToolError(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and please report it)", 1)
@@ -72,6 +84,7 @@ _register()
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="compress")
 
 

@@ -17,6 +17,7 @@ import click
 from compress.cli.options import config_options, given, load_model, model_options
 from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
 from compress.atomic import ensure_writable_dir
+from compress.rundir import check_replaceable
 from compress.errors import RunFailed, UsageError
 from compress.passes import PASSES
 
@@ -36,7 +37,7 @@ def run(**_: object) -> None:
 @run.result_callback()
 def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle):
     from compress.recipe import Recipe, default_recipe, read_recipe
-    from compress.reporting.report import file_sha256
+    from compress.reporting.digest import file_sha256
     from compress.runner import run as run_recipe
 
     if steps and recipe_path:
@@ -47,8 +48,9 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights
     if spec is None:
         raise UsageError("--model", "none given", "name the model: --model digits (or put model: in the recipe)")
     log = progress_logger()
-    if out is not None:
-        ensure_writable_dir(out)  # fail before the (possibly slow) model load
+    if out is not None:  # fail before the (possibly slow) model load
+        ensure_writable_dir(out)
+        check_replaceable(Path(out).resolve())
     model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}

@@ -19,15 +19,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from compress.atomic import atomic_path, write_text
+from compress.atomic import write_bytes, write_text
 from compress.errors import UsageError
 
 Task = Literal["classification", "embedding"]
 SAVED_FORMAT_VERSION = 1
 WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
+# A model saved from a Hugging Face folder keeps that folder's config and tokenizer files here, so
+# it rebuilds after the original folder is moved or deleted (the weights are model.safetensors).
+HF_DIR = "hf"
+# Config, tokenizer (tokenizer.json, vocab.txt, merges.txt, sentencepiece *.model) and
+# image-processor files: every small top-level file that is not weights or a weights index.
+HF_FILE_SUFFIXES = (".json", ".txt", ".model")
 
 
 @dataclass(frozen=True)
@@ -95,20 +102,33 @@ EDITS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
 
 
 def save(model: Model, folder: str | Path) -> Path:
-    """Write `model.safetensors` and `model.json` into `folder` (each atomically)."""
+    """Write `model.safetensors` and `model.json` into `folder` (each atomically), and for a
+    Hugging Face source its config and tokenizer files under `hf/`."""
     folder = Path(folder)
     state = {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
+    # Bytes through write_bytes: safetensors' own file writer leaves the file 0600.
+    write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(state))
+    source = model.source
+    if source.kind == "hf":
+        _copy_hf_files(Path(source.ref), folder / HF_DIR)
+        source = dataclasses.replace(source, ref=HF_DIR)  # relative to the saved folder
     meta = {
         "format_version": SAVED_FORMAT_VERSION,
         "name": model.name,
         "task": model.task,
-        "source": model.source.to_dict(),
+        "source": source.to_dict(),
         "edits": list(model.edits),
     }
     write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
+
+
+def _copy_hf_files(origin: Path, target: Path) -> None:
+    if origin.resolve() == target.resolve():
+        return
+    for path in sorted(origin.iterdir()):
+        if path.is_file() and path.suffix in HF_FILE_SUFFIXES and not path.name.endswith(".index.json"):
+            write_bytes(target / path.name, path.read_bytes())
 
 
 def is_saved_model(path: str | Path) -> bool:
@@ -116,7 +136,8 @@ def is_saved_model(path: str | Path) -> bool:
 
 
 def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
-    """Rebuild a saved model: `build(source)`, replay the edits, then load the weights strictly."""
+    """Rebuild a saved model: `build(source)` (the architecture; its weights are replaced), replay
+    the edits, then load the saved weights strictly."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
@@ -126,6 +147,8 @@ def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
         raise UsageError("saved model", folder / META_FILE, f"is not a compress model.json ({exc}); save it again") from exc
     if version != SAVED_FORMAT_VERSION:
         raise UsageError("saved model format_version", version, f"this compress reads version {SAVED_FORMAT_VERSION}")
+    if source.kind == "hf" and not Path(source.ref).is_absolute():
+        source = dataclasses.replace(source, ref=str((folder / source.ref).resolve()))
     model = build(source)
     module = model.module
     for edit in meta.get("edits", []):

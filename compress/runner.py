@@ -1,5 +1,8 @@
 """`compress.run`: one call from a loaded model and a recipe to a run folder with the compressed
-model (saved as data), its ONNX files, report.json / report.md, and the gates' verdict."""
+model (saved as data), its ONNX files, report.json / report.md, and the gates' verdict.
+
+The run writes into a staging folder that replaces `out` whole when it is complete
+(`compress.rundir`), so the report names its files relative to the run folder."""
 
 from __future__ import annotations
 
@@ -10,13 +13,13 @@ from typing import Any
 
 import torch
 
-from compress.atomic import ensure_writable_dir
 from compress.context import Context
 from compress.data.specs import load_data
 from compress.reporting.gate import check
 from compress.model import Model, save
 from compress.pipeline import run as run_steps
 from compress.recipe import Recipe
+from compress.rundir import run_folder
 from compress.reporting.report import build_report, state_sha256, write_report
 
 
@@ -33,9 +36,15 @@ def run(
     """Run `recipe` on `model` into `out`; returns the report (also written there).
 
     Quality is measured on `data` (default: the model's own held-out spec) against the original,
-    which is kept frozen as the teacher.
+    which is kept frozen as the teacher. `out` changes only when the run completes (gates broken
+    or not): then it holds this run's files and nothing else.
     """
-    out = ensure_writable_dir(out)
+    with run_folder(out, log) as staging:
+        return _run(model, recipe, staging, seed=seed, data=data, log=log, inputs_sha256=inputs_sha256)
+
+
+def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, data: str | None, log: Callable[[str], None],
+         inputs_sha256: dict[str, str] | None) -> dict[str, Any]:
     torch.manual_seed(seed)
     teacher = model.copy()
     teacher.module.requires_grad_(False)
@@ -49,7 +58,7 @@ def run(
     save(record.model, out / "model")
     report = build_report(
         record,
-        model_info={"name": model.name, "task": model.task, "source": model.source.to_dict(), "saved": str(out / "model")},
+        model_info={"name": model.name, "task": model.task, "source": model.source.to_dict(), "saved": "model"},
         recipe=recipe.to_dict(),
         seed=seed,
         inputs={"original_weights": state_sha256(teacher.module), **(inputs_sha256 or {})},
@@ -62,5 +71,18 @@ def run(
         "budgets": recipe.gates.model_dump(mode="json", exclude_none=True),
         "violations": [dataclasses.asdict(v) for v in violations],
     }
+    report = relative_paths(report, out)
     write_report(report, out)
     return report
+
+
+def relative_paths(value: Any, folder: Path) -> Any:
+    """`value` with every path inside `folder` written relative to it: the staging folder's name
+    is gone once it is swapped in, and a relative report stays true when the folder moves."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, folder) for k, v in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(v, folder) for v in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute() and Path(value).is_relative_to(folder):
+        return str(Path(value).relative_to(folder))
+    return value

@@ -58,3 +58,26 @@ def interrupted() -> nn.Module:
 
 def buggy() -> nn.Module:
     raise RuntimeError("factory bug")
+
+
+def nan_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """Runs, but every output is NaN: a run on it fails (parity, finiteness)."""
+    return NaNHead(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+class Sleepy(nn.Module):
+    """The tiny CNN, slowed down so a test can signal a run while it is writing its folder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = seeded_cnn()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time
+
+        time.sleep(0.2)
+        return self.inner(x)
+
+
+def sleepy_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return Sleepy(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)

@@ -8,6 +8,7 @@ module can run code when unpickled, so it is refused unless the user passes `--t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import pickle
 import zipfile
@@ -42,7 +43,7 @@ def load(
     if spec in BUNDLED:
         source = Source("bundled", spec, input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_dir() and is_saved_model(path):
-        return load_saved(path, build)
+        return load_saved(path, functools.partial(build, architecture_only=True))
     elif path.is_dir() and (path / "config.json").is_file():
         source = Source("hf", str(path.resolve()), input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_file():
@@ -61,18 +62,20 @@ def load(
     return build(source, trust_pickle=trust_pickle)
 
 
-def build(source: Source, *, trust_pickle: bool = False) -> Model:
-    """Build the original architecture `source` describes, with its weights."""
+def build(source: Source, *, trust_pickle: bool = False, architecture_only: bool = False) -> Model:
+    """Build the original architecture `source` describes, with its weights; `architecture_only`
+    (a saved model, whose own weights replace them) needs neither the original weights file nor
+    the Hugging Face folder's weights."""
     if source.kind == "bundled":
         module = importlib.import_module(f"compress.models.{source.ref}")
         model = module.load(source)
     elif source.kind == "hf":
         from compress.loading.hf import load_hf
 
-        model = load_hf(source)
+        model = load_hf(source, with_weights=not architecture_only)
     else:
         model = _build_factory(source)
-    if source.weights is not None:
+    if source.weights is not None and not architecture_only:
         load_state_dict(model.module, read_weights(Path(source.weights), trust_pickle), Path(source.weights))
     if source.task is not None and source.task != model.task:
         model = model.replace(task=source.task)

@@ -91,7 +91,9 @@ def tokenize(tokenizer: Any, sentences: Sequence[str], seq_len: int) -> tuple[to
     return batch["input_ids"], batch["attention_mask"]
 
 
-def load_hf(source: Source) -> Model:
+def load_hf(source: Source, with_weights: bool = True) -> Model:
+    """The model in the folder `source.ref`; without weights (a saved compress model, whose own
+    weights replace them) only config.json is read and the architecture built from it."""
     import transformers
 
     folder = Path(source.ref)
@@ -102,18 +104,23 @@ def load_hf(source: Source) -> Model:
     arch = (config.architectures or [""])[0]
     # Vision configs name their input channels (ViT, ResNet, ConvNeXt, MobileNet...); text configs do not.
     is_vision = hasattr(config, "num_channels")
-    kwargs = {"local_files_only": True, "attn_implementation": "eager"}
     tokenizer = None
+
+    def build(auto_class: Any) -> nn.Module:
+        if with_weights:
+            return auto_class.from_pretrained(folder, local_files_only=True, attn_implementation="eager")
+        return auto_class.from_config(config, attn_implementation="eager")
+
     try:
         with _no_progress_bar():
             if arch.endswith("ForImageClassification"):
-                module, task = LogitsOf(transformers.AutoModelForImageClassification.from_pretrained(folder, **kwargs)), "classification"
+                module, task = LogitsOf(build(transformers.AutoModelForImageClassification)), "classification"
             elif arch.endswith("ForSequenceClassification"):
-                module, task = LogitsOf(transformers.AutoModelForSequenceClassification.from_pretrained(folder, **kwargs)), "classification"
+                module, task = LogitsOf(build(transformers.AutoModelForSequenceClassification)), "classification"
             elif is_vision:
-                module, task = PooledOf(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
+                module, task = PooledOf(build(transformers.AutoModel)), "embedding"
             else:
-                module, task = SentenceEncoder(transformers.AutoModel.from_pretrained(folder, **kwargs)), "embedding"
+                module, task = SentenceEncoder(build(transformers.AutoModel)), "embedding"
             if not is_vision and _has_tokenizer(folder):
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:

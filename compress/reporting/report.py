@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from compress.atomic import write_text
+from compress.reporting.digest import folder_sha256
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
@@ -44,14 +45,6 @@ def state_sha256(module: torch.nn.Module) -> str:
     for key, tensor in sorted(module.state_dict().items()):
         digest.update(key.encode())
         digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
     return digest.hexdigest()
 
 
@@ -113,14 +106,18 @@ def _last(record: RunRecord, name: str):
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
+    """Write the plot and report.md, then report.json last with the sha256 of every other file in
+    `run_dir` (`files`, paths relative to it), so `compress gate` can tell when one changed."""
     paths = {"report_json": run_dir / "report.json", "report_md": run_dir / "report.md"}
     plot = _plot(report, run_dir)
     if plot is not None:
         paths["plot"] = plot
-        report.setdefault("artifacts", {})["plot"] = str(plot)
-    write_text(paths["report_json"], json.dumps(report, indent=2, default=str) + "\n")
+        report.setdefault("artifacts", {})["plot"] = plot.name
     write_text(paths["report_md"], to_markdown(report))
+    report["files"] = folder_sha256(run_dir, exclude=paths["report_json"])
+    write_text(paths["report_json"], json.dumps(report, indent=2, default=str) + "\n")
     return paths
+
 
 
 def _plot(report: dict[str, Any], run_dir: Path) -> Path | None:

@@ -91,3 +91,25 @@ def test_run_on_a_hugging_face_folder_from_the_cli(runner, tmp_path):
     report = json.loads(result.stdout)
     assert report["summary"]["quality_metric"] == "cosine_mean" and report["summary"]["quality_drop"] == 0.0
     assert report["summary"]["parity"]["passed"]
+
+
+def test_a_saved_model_is_self_contained_after_the_original_folder_is_gone(tmp_path):
+    import shutil
+
+    from compress.model import save
+
+    folder = _bert_folder(tmp_path)
+    model = load(str(folder), seq_len=16)
+    with torch.no_grad():
+        model.module.encoder.pooler.dense.bias.add_(1.0)  # weights that differ from the folder's
+        model.module.encoder.embeddings.word_embeddings.weight.mul_(2.0)
+    save(model, tmp_path / "saved")
+    copied = sorted(p.name for p in (tmp_path / "saved" / "hf").iterdir())
+    assert copied == sorted(p.name for p in folder.iterdir() if p.suffix == ".json")  # config + tokenizer, no weights
+    shutil.rmtree(folder)
+    again = load(str(tmp_path / "saved"))
+    assert again.tokenizer is not None and torch.equal(again.example_inputs[0], model.example_inputs[0])
+    torch.testing.assert_close(again(*model.example_inputs), model(*model.example_inputs), rtol=0, atol=0)
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "saved", moved)
+    torch.testing.assert_close(load(str(moved))(*model.example_inputs), model(*model.example_inputs), rtol=0, atol=0)

@@ -116,3 +116,24 @@ def test_onnx_export_runs_in_onnxruntime_like_torch(model, sentences, tmp_path):
     assert onnx_out.shape == (len(sentences), HIDDEN)
     assert np.abs(onnx_out - torch_out).max() < 1e-5
     assert F.cosine_similarity(torch.from_numpy(onnx_out), torch.from_numpy(torch_out)).min().item() >= 0.99999
+
+
+@pytest.mark.slow
+def test_minilm_saved_from_a_folder_reloads_after_the_folder_is_gone(tmp_path, sentences):
+    """The real MiniLM as a Hugging Face folder: saved, the folder deleted, rebuilt the same."""
+    import shutil
+
+    from compress.loading.checkpoint import load
+    from compress.loading.hf import tokenize
+    from compress.model import save
+    from compress.models.minilm import model_dir
+
+    folder = tmp_path / "minilm"
+    shutil.copytree(model_dir(), folder)
+    original = load(str(folder), seq_len=32)
+    save(original, tmp_path / "saved")
+    shutil.rmtree(folder)
+    again = load(str(tmp_path / "saved"))
+    inputs = tokenize(again.tokenizer, sentences[:4], 32)
+    assert torch.equal(inputs[0], tokenize(original.tokenizer, sentences[:4], 32)[0])
+    torch.testing.assert_close(again(*inputs), original(*inputs), rtol=0, atol=0)

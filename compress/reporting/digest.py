@@ -1,0 +1,37 @@
+"""sha256 of files and of a run folder's files: what report.json records and `compress gate`
+checks, so a report never vouches for a file that changed after it was written."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from compress.errors import UsageError
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_sha256(folder: Path, exclude: Path | None = None) -> dict[str, str]:
+    """sha256 of every file under `folder` by its relative path (POSIX separators), sorted."""
+    return {p.relative_to(folder).as_posix(): file_sha256(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p != exclude}
+
+
+def check_files(files: object, folder: Path) -> None:
+    """Every file a report names must be there, unchanged; else a UsageError names the file."""
+    if not isinstance(files, Mapping) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise UsageError("report files", type(files).__name__, "must map file names to sha256 digests; regenerate the report with compress run")
+    for name, recorded in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise UsageError("run folder file", path, "is missing, but report.json vouches for it; rerun compress run")
+        actual = file_sha256(path)
+        if actual != recorded:
+            raise UsageError("run folder file", path, f"changed after report.json was written (sha256 {actual[:12]}, recorded {recorded[:12]}); rerun compress run")
