@@ -1,18 +1,50 @@
 """`compress`: the root command. Bad input (UsageError) becomes one line on stderr and exit 2, a
-failed run (RunFailed) one line and exit 1; `--debug` shows the traceback instead."""
+failed run (RunFailed) one line and exit 1; `--debug` shows the traceback instead.
+
+Subcommands load on first use (`LazyGroup`): `compress --help`, `--version` and `passes` start
+without importing torch, onnx, onnxruntime or matplotlib, which cost seconds on a busy machine.
+"""
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
 
 import click
 
 from compress.errors import CompressError
+from compress.threads import apply_torch_threads, default_torch_threads
+
+# name -> (module:attribute of the click command, the first sentence of its help). The help is
+# written here so `compress --help` lists the commands without importing them;
+# tests/cli/test_main.py checks it against each command's own help.
+COMMANDS = {
+    "run": ("compress.cli.run:run", "Run passes on a model."),
+    "bench": ("compress.cli.bench:bench", "Time ONNX models with onnxruntime on this CPU"),
+    "eval": ("compress.cli.eval:eval_command", "Measure MODEL's quality on a data spec, optionally against a reference model."),
+    "gate": ("compress.cli.gate:gate", "Check REPORT.json against budgets: the recipe's gates, overridden by flags."),
+    "inspect": ("compress.cli.inspect:inspect_command", "Params, MACs, size and the layer table of a model (torch spec or ONNX file)."),
+    "passes": ("compress.cli.inspect:passes_command", "List the passes and their options (the same names work in recipes and on the command line)."),
+}
 
 
 class CompressGroup(click.Group):
-    """Turns library errors into click's exit codes, so `CliRunner` tests see what users see."""
+    """Loads subcommands lazily (click's documented LazyGroup pattern) and turns library errors
+    into click's exit codes, so `CliRunner` tests see what users see."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, _, attribute = COMMANDS[name][0].partition(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
     def invoke(self, ctx: click.Context):
         try:
@@ -54,7 +86,7 @@ def _as_click(exc: BaseException) -> ToolError:
 def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if not value or ctx.resilient_parsing:
         return
-    from compress.reporting.report import versions
+    from compress.versions import versions
 
     v = versions()
     click.echo(f"compress {v['compress']} (torch {v['torch']}, onnx {v['onnx']}, onnxruntime {v['onnxruntime']}, "
@@ -65,22 +97,11 @@ def _versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
 @click.group(cls=CompressGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_versions, help="Show compress, torch, onnx and onnxruntime versions.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
-def cli(debug: bool) -> None:
+@click.option("--torch-threads", type=click.IntRange(min=1), default=default_torch_threads, show_default="1, or OMP_NUM_THREADS as set by torchrun",
+              help="Intra-op threads torch uses for every forward pass (training, reference outputs, parity, eval).")
+def cli(debug: bool, torch_threads: int) -> None:
     """Compress PyTorch models into fast, verified ONNX: run passes, bench, eval and gate."""
-
-
-def _register() -> None:
-    from compress.cli.bench import bench
-    from compress.cli.eval import eval_command
-    from compress.cli.gate import gate
-    from compress.cli.inspect import inspect_command, passes_command
-    from compress.cli.run import run
-
-    for command in (run, bench, eval_command, gate, inspect_command, passes_command):
-        cli.add_command(command)
-
-
-_register()
+    apply_torch_threads(torch_threads)
 
 
 def main() -> None:

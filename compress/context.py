@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from compress.data.specs import Dataset, Role, load_data
 from compress.errors import UsageError
-from compress.model import Model
+
+if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
+    from compress.data.specs import Dataset, Role
+    from compress.model import Model
 
 
 def _quiet(_: str) -> None:
@@ -53,6 +55,8 @@ class Context:
         the held-out spec is refused, so no figure is measured on data the model was fit to."""
         if role != "heldout" and self.heldout_spec is not None and spec == self.heldout_spec:
             raise UsageError(f"{role} data", spec, f"is the held-out data quality is measured on; use another split, e.g. {_other_split(spec)}")
+        from compress.data.specs import load_data
+
         return load_data(spec, self.teacher)
 
 

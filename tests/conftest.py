@@ -4,8 +4,13 @@ import os
 
 import pytest
 
+from compress.threads import apply_torch_threads, default_torch_threads
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# The CLI's setting, applied the same way: torch's default threads run the tests 2x slower on a
+# shared 2-core machine.
+apply_torch_threads(default_torch_threads())
 
 
 @pytest.fixture

@@ -1,18 +1,23 @@
 """The one table of passes. A pass is a frozen config class plus one function
-`fn(model, config, ctx) -> Result`; the CLI, the recipe loader and `compress passes` read only this."""
+`fn(model, config, ctx) -> Result`; the CLI, the recipe loader and `compress passes` read only this.
+
+Importing this table stays light (pydantic, no torch, onnx or onnxruntime), so `compress passes`
+and `--help` start fast: pass modules import their heavy libraries inside the pass function."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from pydantic import BaseModel
 
-from compress.measure.bench import BenchSettings
 from compress.context import Context, Result
-from compress.model import Model
+from compress.measure.settings import BenchSettings
 from compress.passes.bench import bench
 from compress.passes.export import ExportConfig, export
+
+if TYPE_CHECKING:
+    from compress.model import Model
 
 
 class Pass(NamedTuple):

@@ -7,18 +7,23 @@ the latency ratio compares two graphs made the same way, timed in one run.
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from compress.atomic import write_text
-from compress.measure.bench import BenchSettings, bench as bench_onnx
 from compress.context import Context, Result
 from compress.errors import UsageError
-from compress.model import Model
-from compress.onnx.export import export_onnx
+from compress.measure.settings import BenchSettings
+
+if TYPE_CHECKING:
+    from compress.model import Model
 
 ORIGINAL_ONNX = "original.onnx"
 
 
 def bench(model: Model, config: BenchSettings, ctx: Context) -> Result:
+    from compress.measure.bench import bench as bench_onnx  # onnxruntime, torch: when the step runs
+    from compress.onnx.export import export_onnx
+
     current = ctx.artifacts.get("onnx")
     if current is None:
         raise UsageError("bench step", "no ONNX to time", "put an export step before bench")

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from compress.context import Context, Result
 from compress.errors import RunFailed
-from compress.model import Model
-from compress.onnx.export import export_onnx
-from compress.onnx.parity import check_parity
+
+if TYPE_CHECKING:
+    from compress.model import Model
 
 
 class ExportConfig(BaseModel):
@@ -21,6 +23,9 @@ class ExportConfig(BaseModel):
 
 
 def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
+    from compress.onnx.export import export_onnx  # torch and onnx: imported when a step runs, not with PASSES
+    from compress.onnx.parity import check_parity
+
     ctx.log(f"export: exporting {model.name} to {config.filename} (opset {config.opset})")
     exported = export_onnx(model, ctx.run_dir / config.filename, config.opset)
     data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else None

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,26 +15,8 @@ from compress.reporting.digest import folder_sha256
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
+from compress.versions import versions
 
-
-
-def versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import transformers
-
-    from compress import __version__
-
-    return {
-        "compress": __version__,
-        "torch": torch.__version__,
-        "onnx": onnx.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "transformers": transformers.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-    }
 
 
 def state_sha256(module: torch.nn.Module) -> str:
