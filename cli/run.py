@@ -75,13 +75,17 @@ def _print_report(report: dict, out: Path) -> None:
     console.print(table(f"compress run: {report['model']['name']} (quality on {report['data'] or 'no held-out data: pass --data'})",
                         ["step", "params", "MACs", "bytes", "seconds", "quality", "figures"], rows))
     s = report["summary"]
-    console.print(table("summary", ["", "ONNX bytes", "p50 ms", "p90 ms", s["quality_metric"]], [
-        [label, s[label]["onnx_bytes"], s[label]["p50_ms"], s[label]["p90_ms"], s[label]["quality"].get(s["quality_metric"])]
+    metric = s["quality_metric"]
+    console.print(table("summary", ["", "ONNX bytes", "p50 ms", "p90 ms", f"{metric} (torch)", f"{metric} (ONNX)"], [
+        [label, s[label]["onnx_bytes"], s[label]["p50_ms"], s[label]["p90_ms"], s[label]["quality"].get(metric),
+         (s[label].get("onnx_quality") or {}).get(metric)]
         for label in ("original", "final")
     ]))
     gates = report["gates"]
     verdict = "no gates" if not gates["budgets"] else ("all gates pass" if not gates["violations"] else f"{len(gates['violations'])} gate(s) FAIL")
-    console.print(f"latency ratio {fmt(s['latency_ratio'])}, quality drop {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
+    latency_ratio = (s["latency"] or {}).get("latency_ratio")
+    on = {"onnx": " (final ONNX)", "torch": " (torch)"}.get(s["quality_measured_on"], "")
+    console.print(f"latency ratio {fmt(latency_ratio)}, quality drop{on} {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
 
 
 # The quality figures a table row has room for; report.json keeps all of them.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from compress.errors import UsageError
 
@@ -65,10 +65,20 @@ def _other_split(spec: str) -> str:
     return {"digits": "digits:train", "text": "text:train"}.get(kind, "a different file") if part in ("test", "heldout") else "a different file"
 
 
+# What a step can produce, by kind. The report's summary takes each kind from the last step that
+# produced it, whatever the pass is called; each kind's figures are flat and JSON-able:
+#   "onnx":    the current model as an ONNX file: path, bytes (and whatever else the pass adds)
+#   "parity":  onnxruntime vs torch on that file: passed, max_abs_diff, tolerance, cosine_min
+#   "latency": onnxruntime timings, named by the pass that measured them (p50_ms, p90_ms, ...)
+Produced = Literal["onnx", "parity", "latency"]
+
+
 @dataclass(frozen=True)
 class Result:
-    """A pass's new model, its own figures (flat, JSON-able) and the files it wrote."""
+    """A pass's new model, its own figures (flat, JSON-able), the files it wrote, and what it
+    produced by kind (see `Produced`)."""
 
     model: Model
     figures: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
+    produced: dict[Produced, dict[str, Any]] = field(default_factory=dict)

@@ -3,7 +3,7 @@
 A Model is the torch module plus what every pass, the export and the measurements need to know
 about it: example inputs and their names, the task it serves, the held-out data its quality is
 measured on, and where it came from (`Source`) together with the structural edits applied since
-(`edits`). Saving writes only data: `model.safetensors` + `model.json`. Loading rebuilds the
+(`edits`, replayed through the table in compress.edits). Saving writes only data: `model.safetensors` + `model.json`. Loading rebuilds the
 architecture from the source, replays the edits, then loads the weights (transformers'
 `config.pruned_heads` habit), so no pickled code is ever needed.
 """
@@ -96,11 +96,6 @@ class Model:
         return self.module(*inputs)
 
 
-# Structural edit kinds -> a function that applies one edit to a freshly built module. The
-# pruning issue adds its entries here; an edit of an unknown kind is refused on load.
-EDITS: dict[str, Callable[[nn.Module, dict[str, Any]], nn.Module]] = {}
-
-
 def save(model: Model, folder: str | Path) -> Path:
     """Write `model.safetensors` and `model.json` into `folder` (each atomically), and for a
     Hugging Face source its config and tokenizer files under `hf/`."""
@@ -135,9 +130,13 @@ def is_saved_model(path: str | Path) -> bool:
     return (Path(path) / META_FILE).is_file() and (Path(path) / WEIGHTS_FILE).is_file()
 
 
-def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
+def load_saved(
+    folder: str | Path,
+    build: Callable[[Source], Model],
+    edits: Mapping[str, Callable[[Model, dict[str, Any]], Model]],
+) -> Model:
     """Rebuild a saved model: `build(source)` (the architecture; its weights are replaced), replay
-    the edits, then load the saved weights strictly."""
+    each edit with `edits[kind]` (the table in compress.edits), then load the saved weights strictly."""
     folder = Path(folder)
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
@@ -150,14 +149,14 @@ def load_saved(folder: str | Path, build: Callable[[Source], Model]) -> Model:
     if source.kind == "hf" and not Path(source.ref).is_absolute():
         source = dataclasses.replace(source, ref=str((folder / source.ref).resolve()))
     model = build(source)
-    module = model.module
-    for edit in meta.get("edits", []):
-        kind = edit.get("kind")
-        if kind not in EDITS:
-            raise UsageError("saved model edit", kind, f"this compress knows {sorted(EDITS) or 'no edits'}; upgrade compress")
-        module = EDITS[kind](module, edit)
-    load_state_dict(module, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
-    return model.replace(module=module.eval(), edits=tuple(meta.get("edits", [])), name=meta.get("name", model.name))
+    recorded = meta.get("edits", [])
+    for edit in recorded:
+        kind = edit.get("kind") if isinstance(edit, dict) else None
+        if kind not in edits:
+            raise UsageError("saved model edit", kind, f"this compress knows {sorted(edits) or 'no edits'}; upgrade compress")
+        model = edits[kind](model, edit)
+    load_state_dict(model.module, load_file(str(folder / WEIGHTS_FILE)), folder / WEIGHTS_FILE)
+    return model.replace(module=model.module.eval(), edits=tuple(recorded), name=meta.get("name", model.name))
 
 
 def load_state_dict(module: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:

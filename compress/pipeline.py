@@ -1,20 +1,27 @@
-"""Run the steps in order. After each one: check the model still runs on its example inputs,
-keeps the original's output shape and gives finite values; then measure params, MACs, bytes and
-quality against the original on held-out data, and record the step (Olive's lineage habit)."""
+"""Run the steps in order. Before the first: refuse an order in which a step lacks what it needs
+(`check_order`). After each one: check the model still runs on its example inputs, keeps the
+original's output shape, gives finite values and recorded an edit for every parameter shape it
+changed; then measure params, MACs, bytes and quality against the original on held-out data, and
+record the step (Olive's lineage habit). After the last: measure quality on the final ONNX, the
+file that ships, when there is one."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from pydantic import BaseModel
 
 from compress.context import Context
-from compress.errors import RunFailed
+from compress.errors import RunFailed, UsageError
 from compress.metrics import mac_count, param_count, quality, state_bytes
 from compress.model import Model
+from compress.onnx.outputs import onnx_outputs
+from compress.onnx.session import open_session
 from compress.passes import PASSES
 from compress.predict import torch_outputs
 
@@ -33,6 +40,8 @@ class StepRecord:
     seconds: float
     figures: dict[str, Any]
     artifacts: dict[str, str]
+    # What the step produced, by kind (compress.context.Produced): the summary reads only this.
+    produced: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,9 +49,56 @@ class RunRecord:
     original: dict[str, Any]
     steps: list[StepRecord] = field(default_factory=list)
     model: Model | None = None
+    # Quality of the final ONNX file on the held-out data, against the original's torch outputs;
+    # None when the run wrote no ONNX or has no held-out data.
+    onnx_quality: dict[str, Any] | None = None
+
+
+NEEDS_TEXT = {"torch": "the torch model", "onnx": "an ONNX file of the current model"}
+
+
+def check_order(steps: Sequence[Step]) -> None:
+    """Refuse a step whose needs (PASSES[name].needs) no earlier step meets, with one UsageError
+    naming the step, what it needs and where to move it. A torch-changing step makes an earlier
+    ONNX stale (so it must be exported again before anything uses it, and before the run ends);
+    an ONNX-only step leaves the torch model behind (so no later step may work on it)."""
+    have: dict[str, str] = {"torch": "loading"}  # what is current -> the step that made it so
+    lost: dict[str, tuple[str, str]] = {}  # what is no longer current -> (where, the pass name)
+    for index, step in enumerate(steps):
+        spec, where = PASSES[step.name], f"step {index + 1} ({step.name})"
+        for need in sorted(spec.needs):
+            if need not in have:
+                raise UsageError(where, f"needs {NEEDS_TEXT[need]}", _order_fix(need, step.name, lost.get(need)))
+        if spec.changes == "torch" and "onnx" in have:
+            lost["onnx"] = (where, step.name)
+            del have["onnx"]
+        if spec.changes == "onnx":
+            lost["torch"] = (where, step.name)
+            have.pop("torch", None)
+        for kind in spec.gives:
+            have[kind] = where
+            lost.pop(kind, None)
+    if "onnx" in lost:
+        where, name = lost["onnx"]
+        raise UsageError(where, "changes the torch model after its ONNX file was written, and no later step writes it again",
+                         f"add {_givers('onnx')} after {name}, so the ONNX in the run folder is the final model")
+
+
+def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:
+    if need == "torch" and lost is not None:
+        return f"{lost[0]} changed only the ONNX, so the torch model no longer matches it; put {name} before {lost[1]}"
+    if lost is not None:
+        return f"{lost[0]} changed the model after its ONNX was written; put {_givers(need)} between {lost[1]} and {name}"
+    return f"put {_givers(need)} before {name}"
+
+
+def _givers(kind: str) -> str:
+    """The passes that make `kind` from scratch (not those that only rework an existing one)."""
+    return " or ".join(name for name, spec in PASSES.items() if kind in spec.gives and kind not in spec.needs) or "a step that makes it"
 
 
 def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
+    check_order(steps)
     reference = _reference_outputs(ctx)
     record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference), model=model)
     expected_shape = ctx.teacher(*ctx.teacher.example_inputs).shape
@@ -57,6 +113,7 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
             raise RunFailed(f"{where}: {exc}") from exc
         seconds = time.perf_counter() - started
         check_runs(result.model, expected_shape, where)
+        check_edits(model, result.model, where)
         # A pass that returns the model it was given (export, bench) changed nothing to measure.
         before, stats = stats, (stats if result.model is model else measure(result.model, ctx, reference))
         model = result.model
@@ -70,8 +127,14 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
             seconds=round(seconds, 3),
             figures=result.figures,
             artifacts={k: str(v) for k, v in result.artifacts.items()},
+            produced={kind: dict(figures) for kind, figures in result.produced.items()},
         ))
         record.model = model
+    onnx = ctx.artifacts.get("onnx")
+    if onnx is not None and ctx.heldout is not None:
+        ctx.log(f"quality of the final ONNX ({Path(onnx).name}) on {ctx.heldout.name}")
+        outputs = onnx_outputs(open_session(onnx), ctx.heldout)
+        record.onnx_quality = quality(model.task, outputs, reference, ctx.heldout.labels)
     return record
 
 
@@ -97,6 +160,21 @@ def check_runs(model: Model, expected_shape: torch.Size, where: str) -> None:
         raise RunFailed(f"{where}: output shape changed from {list(expected_shape)} to {list(out.shape)}")
     if not torch.isfinite(out).all():
         raise RunFailed(f"{where}: the model gives non-finite outputs ({int((~torch.isfinite(out)).sum())} values)")
+
+
+def check_edits(before: Model, after: Model, where: str) -> None:
+    """A step that changed a parameter's shape must record a structural edit (Model.edits), or
+    the saved model could not be rebuilt from data."""
+    if after is before or after.edits != before.edits:
+        return
+    old = {k: tuple(v.shape) for k, v in before.module.state_dict().items()}
+    new = {k: tuple(v.shape) for k, v in after.module.state_dict().items()}
+    changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k} {list(old[k]) if k in old else 'none'} -> {list(new[k]) if k in new else 'none'}" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise RunFailed(f"{where}: changed parameter shapes ({shown}{more}) without recording a structural edit, "
+                        "so the saved model could not be rebuilt; the pass must add an edit to Model.edits (compress.edits)")
 
 
 def _reference_outputs(ctx: Context) -> torch.Tensor | None:

@@ -25,7 +25,7 @@ import yaml
 from compress.errors import UsageError
 from compress.reporting.gate import Budgets
 from compress.passes import PASSES
-from compress.pipeline import Step
+from compress.pipeline import Step, check_order
 from compress.config import build_config, did_you_mean
 
 RECIPE_VERSION = 1
@@ -34,9 +34,15 @@ TOP_KEYS = ("version", "model", "steps", "gates")
 
 @dataclass(frozen=True)
 class Recipe:
+    """Steps in an order where each has what it needs (checked here, so a wrong order is refused
+    when the recipe is read or the command line parsed, before any step runs), and the gates."""
+
     steps: tuple[Step, ...]
     gates: Budgets = field(default_factory=Budgets)
     model: str | None = None
+
+    def __post_init__(self) -> None:
+        check_order(self.steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {

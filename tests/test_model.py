@@ -4,9 +4,11 @@ import json
 
 import pytest
 import torch
+from torch import nn
 
 from compress.errors import UsageError
 from compress.loading.checkpoint import build, load
+from compress.edits import EDITS
 from compress.model import load_saved, save
 
 
@@ -28,7 +30,7 @@ def test_unknown_edit_kind_is_refused(tmp_path):
     meta["edits"] = [{"kind": "teleport"}]
     (tmp_path / "saved" / "model.json").write_text(json.dumps(meta))
     with pytest.raises(UsageError, match="teleport"):
-        load_saved(tmp_path / "saved", build)
+        load_saved(tmp_path / "saved", build, EDITS)
 
 
 def test_copy_does_not_share_weights():
@@ -55,21 +57,26 @@ def test_a_saved_pickled_module_says_it_cannot_be_rebuilt(tmp_path):
         load(str(tmp_path / "saved"))
 
 
+def _keep_classes(model, edit):
+    """An edit as the table holds them: gets the Model, records KEPT indices, returns a new Model.
+    Replayed on load it only needs the shapes; the weights are loaded afterwards."""
+    module = model.copy().module
+    old = module.head
+    module.head = nn.Linear(old.in_features, len(edit["kept"]))
+    with torch.no_grad():
+        module.head.weight.copy_(old.weight[edit["kept"]])
+        module.head.bias.copy_(old.bias[edit["kept"]])
+    return model.replace(module=module, edits=(*model.edits, edit))
+
+
 def test_structural_edits_are_replayed_before_the_weights_load(tmp_path, monkeypatch):
-    """The mechanism pruning will use: an edit recorded as data rebuilds the new architecture."""
-    from torch import nn
-
-    from compress.model import EDITS
-
-    def narrow_head(module, edit):
-        module.head = nn.Linear(module.head.in_features, edit["classes"])
-        return module
-
-    monkeypatch.setitem(EDITS, "narrow_head", narrow_head)
+    """The mechanism pruning uses: an edit recorded as data rebuilds the new architecture."""
+    monkeypatch.setitem(EDITS, "keep_classes", _keep_classes)
     model = load("tiny_models:cnn")
-    edited = model.replace(module=narrow_head(model.copy().module, {"classes": 3}), edits=({"kind": "narrow_head", "classes": 3},))
+    edited = _keep_classes(model, {"kind": "keep_classes", "kept": [0, 3, 7]})
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(edited(x), model(x)[:, [0, 3, 7]])
     save(edited, tmp_path / "saved")
     again = load(str(tmp_path / "saved"))
-    x = torch.randn(2, 1, 8, 8)
     assert again(x).shape == (2, 3) and torch.equal(again(x), edited(x))
     assert again.edits == edited.edits

@@ -20,6 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 
+from compress.edits import EDITS
 from compress.errors import UsageError
 from compress.model import Model, Source, Task, is_saved_model, load_saved, load_state_dict
 from compress.config import did_you_mean
@@ -43,7 +44,7 @@ def load(
     if spec in BUNDLED:
         source = Source("bundled", spec, input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_dir() and is_saved_model(path):
-        return load_saved(path, functools.partial(build, architecture_only=True))
+        return load_saved(path, functools.partial(build, architecture_only=True), EDITS)
     elif path.is_dir() and (path / "config.json").is_file():
         source = Source("hf", str(path.resolve()), input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_file():

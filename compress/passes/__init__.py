@@ -1,17 +1,28 @@
 """The one table of passes. A pass is a frozen config class plus one function
 `fn(model, config, ctx) -> Result`; the CLI, the recipe loader and `compress passes` read only this.
 
+Each entry also declares what the step needs, what it gives and what it changes, so a recipe in
+the wrong order (bench before export, qat after ptq) is refused when it is read, before any step
+runs (`compress.pipeline.check_order`). The vocabulary:
+- needs: "torch" (the torch model is the current model) and/or "onnx" (an ONNX file of the
+  current model exists);
+- gives: the kinds its Result produces ("onnx", "parity", "latency"; see compress.context);
+- changes: "nothing", "torch" (the torch model: any ONNX written before is stale) or "onnx" (only
+  the ONNX file, e.g. post-training quantization: the torch model no longer matches what ships,
+  so no later step may work on it).
+
 Importing this table stays light (pydantic, no torch, onnx or onnxruntime), so `compress passes`
-and `--help` start fast: pass modules import their heavy libraries inside the pass function."""
+and `--help` start fast: pass modules import their heavy libraries inside the pass function.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 from pydantic import BaseModel
 
-from compress.context import Context, Result
+from compress.context import Context, Produced, Result
 from compress.measure.settings import BenchSettings
 from compress.passes.bench import bench
 from compress.passes.export import ExportConfig, export
@@ -19,14 +30,22 @@ from compress.passes.export import ExportConfig, export
 if TYPE_CHECKING:
     from compress.model import Model
 
+Need = Literal["torch", "onnx"]
+Change = Literal["nothing", "torch", "onnx"]
+
 
 class Pass(NamedTuple):
     config: type[BaseModel]
     fn: Callable[[Model, BaseModel, Context], Result]
     summary: str
+    needs: frozenset[Need]
+    gives: frozenset[Produced]
+    changes: Change
 
 
 PASSES: dict[str, Pass] = {
-    "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch."),
-    "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio."),
+    "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
+                   needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
+    "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio.",
+                  needs=frozenset({"onnx"}), gives=frozenset({"latency"}), changes="nothing"),
 }

@@ -51,4 +51,9 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
         "parity_allowed": parity.allowed,
         "parity_passed": parity.passed,
     }
-    return Result(model, figures, {"onnx": exported.path})
+    produced = {
+        "onnx": {"path": str(exported.path), "bytes": exported.bytes, "opset": exported.opset, "exporter": exported.exporter},
+        "parity": {"passed": parity.passed, "max_abs_diff": parity.max_abs_diff, "tolerance": parity.allowed,
+                   "cosine_min": parity.cosine_min, "samples": parity.samples},
+    }
+    return Result(model, figures, {"onnx": exported.path}, produced)

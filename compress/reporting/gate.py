@@ -45,7 +45,7 @@ class Budgets(BaseModel):
     )
     max_quality_drop: float | None = Field(
         None, ge=0, allow_inf_nan=False, strict=True,
-        description="largest drop allowed in the primary quality metric, as a fraction (0.01 = 1 point)",
+        description="largest drop allowed in the primary quality metric, as a fraction (0.01 = 1 point); measured on the final ONNX when the run wrote one, else on the torch model",
     )
     require_parity: bool | None = Field(
         None, strict=True, description="require the ONNX parity check to have run and passed"
@@ -86,7 +86,7 @@ class _Figure:
     per_unit: int  # report units per budget unit; dividing keeps 1.1e6 bytes exactly 1.1 MB
     decimals: int
     unit: str
-    sentence: str  # {measured} {limit} {metric} are filled in
+    sentence: str  # {measured} {limit} {metric} {source} are filled in
     missing: str  # the fix when the report lacks the figure
 
 
@@ -96,12 +96,12 @@ _FIGURES = {
     "max_params": _Figure(("final", "params"), 1, 0, "",
                           "final model has {measured} params, budget {limit}",
                           "regenerate the report with compress run"),
-    "max_p90_ms": _Figure(("final", "p90_ms"), 1, 2, " ms",
+    "max_p90_ms": _Figure(("latency", "p90_ms"), 1, 2, " ms",
                           "final p90 is {measured}, budget {limit}", "add the bench step"),
-    "max_latency_ratio": _Figure(("latency_ratio",), 1, 2, "x",
+    "max_latency_ratio": _Figure(("latency", "latency_ratio"), 1, 2, "x",
                                  "final p90 is {measured} the original, budget {limit}", "add the bench step"),
     "max_quality_drop": _Figure(("quality_drop",), 1, 4, "",
-                                "{metric} dropped by {measured}, budget {limit}",
+                                "{metric} of the {source} dropped by {measured}, budget {limit}",
                                 "give the run held-out data so it measures quality"),
 }
 
@@ -201,7 +201,8 @@ def _read_figure(summary: Mapping, name: str, limit: float) -> Reading:
     measured = raw if figure.per_unit == 1 else raw / figure.per_unit  # params stay an int
     measured_text, limit_text = (text + figure.unit for text in _distinct(measured, limit, figure.decimals))
     metric = summary.get("quality_metric") or "quality"
-    sentence = figure.sentence.format(measured=measured_text, limit=limit_text, metric=metric)
+    source = {"onnx": "final ONNX", "torch": "final torch model"}.get(summary.get("quality_measured_on"), "final model")
+    sentence = figure.sentence.format(measured=measured_text, limit=limit_text, metric=metric, source=source)
     passed = measured <= limit  # False for a NaN figure, which must fail
     return Reading(name, measured, limit, passed, f"{name}: {sentence}", measured_text, limit_text)
 

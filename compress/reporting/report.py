@@ -31,7 +31,8 @@ def state_sha256(module: torch.nn.Module) -> str:
 def build_report(record: RunRecord, *, model_info: dict[str, Any], recipe: dict[str, Any], seed: int,
                  inputs: dict[str, str], data: str | None, task: str, has_labels: bool) -> dict[str, Any]:
     steps = [
-        {"name": s.name, "config": s.config, "before": s.before, "after": s.after, "seconds": s.seconds, "figures": s.figures, "artifacts": s.artifacts}
+        {"name": s.name, "config": s.config, "before": s.before, "after": s.after, "seconds": s.seconds, "figures": s.figures,
+         "artifacts": s.artifacts, "produced": s.produced}
         for s in record.steps
     ]
     return {
@@ -49,40 +50,42 @@ def build_report(record: RunRecord, *, model_info: dict[str, Any], recipe: dict[
 
 
 def summarize(record: RunRecord, metric: str) -> dict[str, Any]:
-    """The figures a gate reads: original vs final, each from the step that measured it last."""
-    last_export = _last(record, "export")
-    last_bench = _last(record, "bench")
+    """The figures a gate reads: original vs final. Each kind (onnx, parity, latency) comes from
+    the last step that produced it, whatever the pass is called; latency figures are copied under
+    the names the measuring pass gave them. The quality drop is the final ONNX's when the run
+    wrote one (the file that ships), else the torch model's; both are kept."""
+    last = {kind: step for step in record.steps for kind in step.produced}  # later steps win
+    onnx, parity, latency = (last[k].produced[k] if k in last else None for k in ("onnx", "parity", "latency"))
     final_stats = record.steps[-1].after if record.steps else record.original
-    original = {**_costs(record.original), "onnx_bytes": None, "p50_ms": None, "p90_ms": None}
-    final = {**_costs(final_stats), "onnx_bytes": None, "p50_ms": None, "p90_ms": None}
-    if last_export is not None:
-        final["onnx_bytes"] = last_export.figures["onnx_bytes"]
-    if last_bench is not None:
-        b = last_bench.figures
-        original.update(onnx_bytes=b["original_onnx_bytes"], p50_ms=b["original_p50_ms"], p90_ms=b["original_p90_ms"])
-        final.update(p50_ms=b["p50_ms"], p90_ms=b["p90_ms"])
-    before, after = original["quality"].get(metric), final["quality"].get(metric)
-    parity = None
-    if last_export is not None:
-        f = last_export.figures
-        parity = {"passed": f["parity_passed"], "max_abs_diff": f["parity_max_abs_diff"],
-                  "tolerance": f["parity_allowed"], "cosine_min": f["parity_cosine_min"]}
+    timed = latency or {}
+    original = {**_costs(record.original), "onnx_bytes": timed.get("original_onnx_bytes"),
+                "p50_ms": timed.get("original_p50_ms"), "p90_ms": timed.get("original_p90_ms")}
+    final = {**_costs(final_stats), "onnx_quality": record.onnx_quality, "onnx_bytes": None if onnx is None else onnx["bytes"],
+             "p50_ms": timed.get("p50_ms"), "p90_ms": timed.get("p90_ms")}
+    torch_drop = _drop(original["quality"], final["quality"], metric)
+    onnx_drop = _drop(original["quality"], record.onnx_quality or {}, metric)
+    measured_on = "onnx" if onnx_drop is not None else ("torch" if torch_drop is not None else None)
     return {
         "original": original,
         "final": final,
         "quality_metric": metric,
-        "quality_drop": None if before is None or after is None else before - after,
-        "latency_ratio": None if last_bench is None else last_bench.figures["latency_ratio"],
-        "parity": parity,
+        "quality_measured_on": measured_on,
+        "quality_drop": onnx_drop if onnx_drop is not None else torch_drop,
+        "quality_drop_torch": torch_drop,
+        "quality_drop_onnx": onnx_drop,
+        "onnx": None if onnx is None else dict(onnx),
+        "parity": None if parity is None else dict(parity),
+        "latency": None if latency is None else dict(latency),
+        "produced_by": {kind: f"step {record.steps.index(step) + 1} ({step.name})" for kind, step in last.items()},
     }
+
+
+def _drop(before: dict[str, Any], after: dict[str, Any], metric: str) -> float | None:
+    return None if metric not in before or metric not in after else before[metric] - after[metric]
 
 
 def _costs(stats: dict[str, Any]) -> dict[str, Any]:
     return {"params": stats["params"], "macs": stats["macs"], "bytes": stats["bytes"], "quality": stats.get("quality", {})}
-
-
-def _last(record: RunRecord, name: str):
-    return next((s for s in reversed(record.steps) if s.name == name), None)
 
 
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
@@ -111,8 +114,8 @@ def _plot(report: dict[str, Any], run_dir: Path) -> Path | None:
         return None
     from compress.reporting.plot import latency_quality_plot
 
-    bench = next(s for s in reversed(report["steps"]) if s["name"] == "bench")["figures"]
-    label = f"p90 latency (ms), onnxruntime, batch {bench['batch']}, {bench['threads']} thread(s)"
+    latency = summary["latency"]
+    label = f"p90 latency (ms), onnxruntime, batch {latency['batch']}, {latency['threads']} thread(s)"
     return latency_quality_plot(points, run_dir / "latency_quality.png", label)
 
 
@@ -129,11 +132,15 @@ def to_markdown(report: dict[str, Any]) -> str:
         "| | params | MACs | ONNX bytes | p50 ms | p90 ms | " + s["quality_metric"] + " |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for label in ("original", "final"):
-        side = s[label]
+    metric = s["quality_metric"]
+    rows = [("original", s["original"], s["original"]["quality"]), ("final (torch)", s["final"], s["final"]["quality"])]
+    if s["final"]["onnx_quality"] is not None:
+        rows.append(("final (ONNX)", s["final"], s["final"]["onnx_quality"]))
+    for label, side, quality in rows:
         lines.append(f"| {label} | {side['params']:,} | {side['macs']:,} | {_fmt(side['onnx_bytes'])} | {_fmt(side['p50_ms'])} | "
-                     f"{_fmt(side['p90_ms'])} | {_fmt(side['quality'].get(s['quality_metric']))} |")
-    lines += ["", f"Quality drop: {_fmt(s['quality_drop'])}; latency ratio (p90 final / original): {_fmt(s['latency_ratio'])}; "
+                     f"{_fmt(side['p90_ms'])} | {_fmt(quality.get(metric))} |")
+    latency_ratio = (s["latency"] or {}).get("latency_ratio")
+    lines += ["", f"Quality drop ({_measured_on(s)}): {_fmt(s['quality_drop'])}; latency ratio (p90 final / original): {_fmt(latency_ratio)}; "
               f"parity: {_parity(s['parity'])}.", "", "## Steps", "",
               "| # | step | seconds | params | MACs | bytes | quality | figures |", "|---:|---|---:|---:|---:|---:|---|---|"]
     for i, step in enumerate(report["steps"], 1):
@@ -150,6 +157,10 @@ def to_markdown(report: dict[str, Any]) -> str:
     if plot:
         lines += ["", f"![{s['quality_metric']} vs latency]({Path(plot).name})"]
     return "\n".join(lines) + "\n"
+
+
+def _measured_on(summary: dict[str, Any]) -> str:
+    return {"onnx": "final ONNX", "torch": "torch model"}.get(summary["quality_measured_on"], "not measured")
 
 
 def _parity(parity: dict[str, Any] | None) -> str:

@@ -39,7 +39,8 @@ def test_default_run_report_is_honest(default_run):
     assert summary["quality_metric"] == "accuracy"
     assert summary["original"]["quality"]["accuracy"] >= 0.99  # the bundled teacher on the real test split
     assert summary["parity"]["passed"] and summary["parity"]["max_abs_diff"] < 1e-4
-    assert summary["final"]["p90_ms"] > 0 and summary["latency_ratio"] > 0
+    assert summary["final"]["p90_ms"] > 0 and summary["latency"]["latency_ratio"] > 0
+    assert summary["quality_measured_on"] == "onnx" and summary["final"]["onnx_quality"]["accuracy"] >= 0.99
     assert report["versions"]["torch"].startswith("2.13.0")
     assert len(report["inputs_sha256"]["original_weights"]) == 64
 

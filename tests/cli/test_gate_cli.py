@@ -16,7 +16,7 @@ def _write_report(tmp_path, gates: dict | None = None) -> str:
     final = {"params": 6_134, "macs": 402_000, "bytes": 24_536, "onnx_bytes": 27_481,
              "p50_ms": 0.18, "p90_ms": 0.21, "quality": {"accuracy": 0.9755}}
     report = {
-        "schema_version": 1,
+        "schema_version": 2,
         "versions": {"compress": "0.1.0", "torch": "2.13.0", "onnx": "1.17.0", "onnxruntime": "1.20.1"},
         "recipe": {"version": 1, "steps": [{"prune": {"ratio": 0.5}}, {"export": {}}, {"bench": {}}],
                    "gates": gates or {}},
@@ -25,8 +25,9 @@ def _write_report(tmp_path, gates: dict | None = None) -> str:
                          "quality": {"accuracy": 0.9811}},
             "final": final,
             "quality_metric": "accuracy",
+            "quality_measured_on": "onnx",
             "quality_drop": 0.0056,
-            "latency_ratio": 0.4375,
+            "latency": {"batch": 1, "threads": 1, "p50_ms": 0.18, "p90_ms": 0.21, "latency_ratio": 0.4375},
             "parity": {"passed": True, "max_abs_diff": 2.4e-06, "tolerance": 1e-04},
         },
     }
