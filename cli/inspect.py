@@ -13,11 +13,15 @@ from compress.cli.render import echo_json, stdout, table
 @click.command("inspect")
 @click.argument("model_spec", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@click.option("--groups", "groups", is_flag=True, help="List the prunable groups: width and what removing a unit touches.")
 @model_options
-def inspect_command(model_spec, as_json, weights, input_shapes, seq_len, task, trust_pickle) -> None:
+def inspect_command(model_spec, as_json, groups, weights, input_shapes, seq_len, task, trust_pickle) -> None:
     """Params, MACs, size and the layer table of a model (torch spec or ONNX file)."""
     from compress.measure.inspect import inspect_model, inspect_onnx
 
+    if groups:
+        _print_groups(model_spec, load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle), as_json)
+        return
     if model_spec.lower().endswith(".onnx"):
         info = inspect_onnx(Path(model_spec))
         columns = ["op type", "count"]
@@ -33,6 +37,19 @@ def inspect_command(model_spec, as_json, weights, input_shapes, seq_len, task, t
     summary = {k: v for k, v in info.items() if k not in ("layers", "op_counts")}
     console.print(table(f"inspect {model_spec}", ["figure", "value"], [[k, v] for k, v in summary.items()]))
     console.print(table("layers" if columns[0] == "layer" else "operators", columns, rows))
+
+
+def _print_groups(model_spec: str, model, as_json: bool) -> None:
+    from compress.pruning.plan import pruner_for
+
+    pruner = pruner_for(model, ())
+    found = pruner.groups
+    if as_json:
+        echo_json({"model": model.name, "kind": pruner.kind,
+                   "groups": [{"name": g.name, "width": g.width, "touches": list(g.touches), "operations": list(g.operations)} for g in found]})
+        return
+    rows = [[g.name, g.width, "; ".join(g.touches), ", ".join(g.operations) or "-"] for g in found]
+    stdout().print(table(f"prunable groups of {model_spec} ({pruner.kind}, {len(found)} groups)", ["group", "width", "removing a unit touches", "operations"], rows))
 
 
 @click.command("passes")

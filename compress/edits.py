@@ -22,7 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from compress.model import Model
+from compress.pruning.edits import PRUNE_CHANNELS, PRUNE_HEADS, prune_channels, prune_heads
 
 Edit = Callable[[Model, dict[str, Any]], Model]
 
-EDITS: dict[str, Edit] = {}
+EDITS: dict[str, Edit] = {
+    PRUNE_CHANNELS: prune_channels,
+    PRUNE_HEADS: prune_heads,
+}

@@ -26,6 +26,7 @@ from compress.context import Context, Produced, Result
 from compress.measure.settings import BenchSettings
 from compress.passes.bench import bench
 from compress.passes.export import ExportConfig, export
+from compress.passes.prune import PruneConfig, prune
 
 if TYPE_CHECKING:
     from compress.model import Model
@@ -44,6 +45,8 @@ class Pass(NamedTuple):
 
 
 PASSES: dict[str, Pass] = {
+    "prune": Pass(PruneConfig, prune, "Structured pruning that removes channels (CNNs) or attention heads and FFN neurons (Transformers), to a ratio or a MACs / params / latency budget.",
+                  needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
     "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio.",

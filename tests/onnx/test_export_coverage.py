@@ -6,27 +6,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-import transformers as T
-from torch import nn
+from tiny_families import HF_CASES, ConcatDepthwiseGrouped
 
 from compress.data.specs import Dataset
 from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 from compress.onnx.parity import check_parity
-
-TEXT = dict(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
-HF_CASES = {
-    "resnet": (T.ResNetForImageClassification, T.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)),
-    "mobilenet_v2": (T.MobileNetV2ForImageClassification, T.MobileNetV2Config(image_size=64, depth_multiplier=0.25, num_labels=3)),
-    "efficientnet": (T.EfficientNetForImageClassification,
-                     T.EfficientNetConfig(image_size=64, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=320, num_labels=3)),
-    "convnext": (T.ConvNextForImageClassification, T.ConvNextConfig(image_size=64, hidden_sizes=[8, 16, 32, 64], depths=[1, 1, 1, 1], num_labels=3)),
-    "vit": (T.ViTForImageClassification, T.ViTConfig(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                                     num_attention_heads=4, intermediate_size=64, num_labels=3)),
-    "bert": (T.BertModel, T.BertConfig(**TEXT)),
-    "distilbert": (T.DistilBertModel, T.DistilBertConfig(vocab_size=100, dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
-    "roberta": (T.RobertaModel, T.RobertaConfig(**TEXT)),
-}
 
 
 @pytest.mark.parametrize("name", sorted(HF_CASES))
@@ -45,22 +30,6 @@ def test_hugging_face_families_export_with_parity(name, tmp_path):
         data = Dataset("random ids", (ids, torch.ones_like(ids)))
     parity = check_parity(model, exported.path, data, tolerance=1e-4)
     assert parity.passed, parity
-
-
-class ConcatDepthwiseGrouped(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = nn.Conv2d(3, 8, 3, padding=1)
-        self.b = nn.Conv2d(3, 8, 1)
-        self.depthwise = nn.Conv2d(16, 16, 3, padding=1, groups=16)
-        self.bn = nn.BatchNorm2d(16)
-        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
-        self.head = nn.Linear(16, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.a(x), self.b(x)], dim=1)
-        x = torch.relu(self.bn(self.depthwise(x)))
-        return self.head(self.grouped(x).mean(dim=(2, 3)))
 
 
 def test_plain_cnn_with_concat_depthwise_and_grouped_convs(tmp_path):

@@ -1,0 +1,62 @@
+"""Budgets instead of a ratio: the smallest pruning ratio whose model meets a MACs, parameter or
+onnxruntime latency budget, found by bisection on the ratio (every figure falls as the ratio
+grows), each probe measured on the really pruned model.
+
+Latency is measured as the bench measures it: the model exported by the one export, timed by the
+one timer (`compress.measure.bench.time_session`) at the pass's batch and thread count.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from compress.errors import UsageError
+from compress.model import Model
+
+# The largest ratio tried: every group keeps at least a twentieth of its width.
+MAX_RATIO = 0.95
+BISECTION_STEPS = 7
+
+
+@dataclass(frozen=True)
+class Probe:
+    ratio: float
+    value: float
+
+
+def find_ratio(measure: Callable[[float], float], dense: float, target: float, option: str, unit: str) -> tuple[float, list[Probe]]:
+    """The smallest probed ratio whose figure is <= target, and every probe. An already met or an
+    unreachable budget is bad input: the message gives the measured figure."""
+    if dense <= target:
+        raise UsageError(option, f"{target:g}", f"already met: the model has {dense:.4g} {unit}, nothing to prune; ask for less or drop the option")
+    probes = [Probe(MAX_RATIO, measure(MAX_RATIO))]
+    if probes[0].value > target:
+        raise UsageError(option, f"{target:g}", f"unreachable: the best reached is {probes[0].value:.4g} {unit} at ratio {MAX_RATIO} "
+                         f"(from {dense:.4g}); ask for at least {probes[0].value:.4g}")
+    low, high = 0.0, MAX_RATIO
+    for _ in range(BISECTION_STEPS):
+        middle = (low + high) / 2
+        probe = Probe(middle, measure(middle))
+        probes.append(probe)
+        if probe.value <= target:
+            high = middle
+        else:
+            low = middle
+    return high, probes
+
+
+def latency_ms(model: Model, folder: Path, batch: int, threads: int, warmup: int = 5, iters: int = 30) -> float:
+    """Median onnxruntime latency of `model` exported into `folder` (overwritten per probe)."""
+    from compress.measure.bench import time_session
+    from compress.measure.feeds import make_feeds
+    from compress.onnx.export import export_onnx
+    from compress.onnx.session import open_session
+
+    path = export_onnx(model, folder / "probe.onnx").path
+    session = open_session(path, threads)
+    feeds = make_feeds(session, path, batch, model.source.seq_len, seed=0)
+    return float(np.median(time_session(session, feeds, warmup, iters)))
