@@ -23,10 +23,12 @@ from typing import Any
 
 from compress.model import Model
 from compress.pruning.edits import PRUNE_CHANNELS, PRUNE_HEADS, prune_channels, prune_heads
+from compress.quant import history
 
 Edit = Callable[[Model, dict[str, Any]], Model]
 
 EDITS: dict[str, Edit] = {
     PRUNE_CHANNELS: prune_channels,
     PRUNE_HEADS: prune_heads,
+    history.KIND: history.replay_quantized,
 }

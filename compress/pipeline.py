@@ -85,6 +85,8 @@ def check_order(steps: Sequence[Step]) -> None:
 
 
 def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:
+    if need == "torch" and lost is not None and lost[1] == name:
+        return f"{lost[0]} already did {name}, and its result is an ONNX file; run {name} once"
     if need == "torch" and lost is not None:
         return f"{lost[0]} changed only the ONNX, so the torch model no longer matches it; put {name} before {lost[1]}"
     if lost is not None:
@@ -114,8 +116,10 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         seconds = time.perf_counter() - started
         check_runs(result.model, expected_shape, where)
         check_edits(model, result.model, where)
-        # A pass that returns the model it was given (export, bench) changed nothing to measure.
-        before, stats = stats, (stats if result.model is model else measure(result.model, ctx, reference))
+        # A pass that leaves the torch model as it was (export, bench) or changes only the ONNX
+        # (ptq, which records a marker) leaves nothing new to measure in torch.
+        unchanged = result.model is model or PASSES[step.name].changes != "torch"
+        before, stats = stats, (stats if unchanged else measure(result.model, ctx, reference))
         model = result.model
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value

@@ -53,6 +53,15 @@ class Dataset:
             yield self.take(order[start : start + batch_size])
 
 
+# The split a model's own data is trained or calibrated on, by its held-out spec.
+TRAIN_SPLITS = {"digits:test": "digits:train", "text:heldout": "text:train"}
+
+
+def train_split(heldout_spec: str | None) -> str | None:
+    """`digits:train` for `digits:test`, `text:train` for `text:heldout`; None for other data."""
+    return TRAIN_SPLITS.get(heldout_spec or "")
+
+
 def load_data(spec: str, model: Model | None = None, seq_len: int | None = None) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "digits" and arg in ("test", "train"):

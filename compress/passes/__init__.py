@@ -27,6 +27,7 @@ from compress.measure.settings import BenchSettings
 from compress.passes.bench import bench
 from compress.passes.export import ExportConfig, export
 from compress.passes.prune import PruneConfig, prune
+from compress.passes.ptq import PtqConfig, ptq
 
 if TYPE_CHECKING:
     from compress.model import Model
@@ -49,6 +50,8 @@ PASSES: dict[str, Pass] = {
                   needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
+    "ptq": Pass(PtqConfig, ptq, "Quantize the exported ONNX to INT8 with onnxruntime (U8S8 per-channel static QDQ for CNNs, dynamic MatMul for text); fail if it drifts from the float model.",
+                needs=frozenset({"torch", "onnx"}), gives=frozenset({"onnx"}), changes="onnx"),
     "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio.",
                   needs=frozenset({"onnx"}), gives=frozenset({"latency"}), changes="nothing"),
 }

@@ -17,6 +17,7 @@ from compress.recipe import make_step
 # Options that keep each pass quick on the tiny model; a pass not listed runs with its defaults.
 FAST_OPTIONS: dict[str, dict] = {
     "bench": {"iters": 2, "warmup": 0, "rounds": 1},
+    "ptq": {"calibration_samples": 32, "time_check": False, "min_fidelity": 0},
 }
 
 

@@ -1,0 +1,96 @@
+"""The `ptq` pass in a pipeline: the INT8 ONNX becomes the run's ONNX, fidelity is checked, the
+model records that it is quantized, and misuse is refused with one line."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from compress.cli.main import cli
+from compress.context import Context
+from compress.data.specs import Dataset
+from compress.errors import RunFailed, UsageError
+from compress.loading.checkpoint import load
+from compress.pipeline import run
+from compress.quant.history import quantization_of
+from compress.recipe import make_step
+
+FAST = {"time_check": False, "min_fidelity": 0.9}
+
+
+def _images(n: int, seed: int, scale: float = 1.0) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(f"random{seed}", (scale * torch.randn(n, 1, 8, 8, generator=g),), torch.randint(0, 10, (n,), generator=g))
+
+
+def _ctx(tmp_path, model, calibration_scale: float = 1.0, **extra) -> Context:
+    data = {"heldout": _images(64, 2), "calibration": _images(64, 1, calibration_scale)}
+    return Context(run_dir=tmp_path, teacher=model.copy(), data=data, **extra)
+
+
+@pytest.fixture
+def model():
+    return load("tiny_models:wide_cnn", input_shapes=((1, 1, 8, 8),))
+
+
+def test_ptq_writes_the_int8_onnx_as_the_current_onnx(tmp_path, model):
+    ctx = _ctx(tmp_path, model)
+    record = run(model, [make_step("export", {}), make_step("ptq", {"min_fidelity": 0.9})], ctx)
+    figures = record.steps[1].figures
+    assert ctx.artifacts["onnx"] == tmp_path / "model.int8.onnx" and ctx.artifacts["float_onnx"] == tmp_path / "model.onnx"
+    assert figures["mode"] == "static" and figures["activations"] == "uint8"
+    assert figures["int8_agreement"] >= 0.9 and figures["fidelity_samples"] == 64
+    assert figures["size_ratio"] == figures["onnx_bytes"] / figures["float_onnx_bytes"]  # Q/DQ overhead: a tiny graph grows
+    assert figures["int8_latency_ratio"] > 0 and isinstance(figures["int8_slower"], bool)
+    assert quantization_of(record.model)["pass"] == "ptq" and quantization_of(model) is None
+
+
+def test_collapsed_int8_fails_the_run_with_the_figure(tmp_path, model):
+    ctx = _ctx(tmp_path, model, calibration_scale=1e-3)
+    with pytest.raises(RunFailed, match=r"agreement 0\.\d+ .* under the 0.99 allowed"):
+        run(model, [make_step("export", {}), make_step("ptq", {**FAST, "min_fidelity": 0.99})], ctx)
+
+
+@pytest.mark.parametrize(
+    "steps, needle",
+    [
+        ([("ptq", FAST)], "put export before ptq"),
+        ([("export", {}), ("ptq", FAST), ("ptq", FAST)], "step 2 \\(ptq\\) already did ptq, and its result is an ONNX file; run ptq once"),
+    ],
+)
+def test_misuse_is_refused(tmp_path, model, steps, needle):
+    with pytest.raises(UsageError, match=needle):
+        run(model, [make_step(name, options) for name, options in steps], _ctx(tmp_path, model))
+
+
+def test_a_saved_quantized_model_cannot_be_quantized_again(tmp_path, model):
+    from compress.model import save
+
+    record = run(model, [make_step("export", {}), make_step("ptq", FAST)], _ctx(tmp_path, model))
+    again = load(str(save(record.model, tmp_path / "saved")))
+    assert quantization_of(again)["pass"] == "ptq"
+    with pytest.raises(UsageError, match="ptq step: the model is already quantized .*start again from the float model"):
+        run(again, [make_step("export", {}), make_step("ptq", FAST)], _ctx(tmp_path / "2", again))
+
+
+def test_calibration_never_reads_the_heldout_spec(tmp_path, model):
+    ctx = _ctx(tmp_path, model, heldout_spec="digits:test")
+    with pytest.raises(UsageError, match="held-out data quality is measured on; use another split, e.g. digits:train"):
+        run(model, [make_step("export", {}), make_step("ptq", {**FAST, "data": "digits:test"})], ctx)
+
+
+def test_cli_export_ptq_on_digits(runner, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(out), "--json", "export", "ptq",
+                                 "--calibration-samples", "64", "--no-time-check"])
+    assert result.exit_code == 0, result.stderr
+    assert (out / "model.int8.onnx").is_file() and "[2/2] ptq" in result.stderr
+
+
+def test_a_missing_inc_engine_is_refused_before_the_run_starts(runner, tmp_path):
+    result = runner.invoke(cli, ["run", "--model", "tiny_models:cnn", "--out", str(tmp_path / "x"), "export", "ptq", "--engine", "inc"])
+    assert result.exit_code == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+    line = result.stderr.strip()
+    assert line.startswith("compress: ptq option engine: inc:") and "neural-compressor" in line and "--engine ort" in line
+    assert not (tmp_path / "x").exists()
