@@ -16,8 +16,7 @@ import click
 
 from compress.cli.options import config_options, given, load_model, model_options
 from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
-from compress.atomic import ensure_writable_dir
-from compress.rundir import check_replaceable
+from compress.rundir import check_out
 from compress.errors import RunFailed, UsageError
 from compress.passes import PASSES
 
@@ -49,8 +48,7 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights
         raise UsageError("--model", "none given", "name the model: --model digits (or put model: in the recipe)")
     log = progress_logger()
     if out is not None:  # fail before the (possibly slow) model load
-        ensure_writable_dir(out)
-        check_replaceable(Path(out).resolve())
+        check_out(out)
     model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}

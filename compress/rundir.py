@@ -35,9 +35,7 @@ def _quiet(_: str) -> None:
 def run_folder(out: str | os.PathLike, log: Callable[[str], None] = _quiet) -> Iterator[Path]:
     """Lock `out`, yield a fresh staging folder beside it, and on success swap it in for `out`;
     on any exception (KeyboardInterrupt and SIGTERM included) remove it and leave `out` as it was."""
-    out = Path(out).resolve()
-    ensure_writable_dir(out)
-    check_replaceable(out)
+    out = check_out(out)
     with lock(out, log):
         clean_stale(out, log)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging.", dir=out.parent))
@@ -49,9 +47,22 @@ def run_folder(out: str | os.PathLike, log: Callable[[str], None] = _quiet) -> I
             shutil.rmtree(staging, ignore_errors=True)
 
 
+def check_out(out: str | os.PathLike) -> Path:
+    """`out` resolved, once its parent is known writable and `out` replaceable: the CLI asks before
+    loading the model, so a wrong --out fails fast. `out` itself is not created: a run that fails
+    into a new folder leaves nothing."""
+    out = Path(out).resolve()
+    ensure_writable_dir(out.parent)
+    try:
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as exc:
+        raise UsageError("output folder", out, f"cannot write beside it in {out.parent} ({exc.strerror}); choose a writable --out") from exc
+    check_replaceable(out)
+    return out
+
+
 def check_replaceable(out: Path) -> None:
-    """The swap deletes what `out` held: only an empty folder or an earlier run's may go (the CLI
-    asks before loading the model, so a wrong --out fails fast)."""
+    """The swap deletes what `out` held: only an empty folder or an earlier run's may go."""
     if out.exists() and not out.is_dir():
         raise UsageError("output folder", out, "is a file; choose a folder for --out")
     if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILE).is_file():

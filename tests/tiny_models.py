@@ -81,3 +81,30 @@ class Sleepy(nn.Module):
 
 def sleepy_cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return Sleepy(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+class BatchOfOne(nn.Module):
+    """Flattens with x.view(1, -1): runs at batch 1 only, and its trace fixes that batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x.view(1, -1))
+
+
+def batch_of_one() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return BatchOfOne().eval(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+class BatchSum(nn.Module):
+    """Sums over the whole batch: one output row whatever the batch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(1, -1).sum(dim=1, keepdim=True)
+
+
+def batch_sum() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    return BatchSum(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)

@@ -11,35 +11,30 @@ from compress.errors import RunFailed
 
 if TYPE_CHECKING:
     from compress.model import Model
+    from compress.onnx.parity import Parity
 
 
 class ExportConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     opset: int = Field(17, ge=17, le=21, description="ONNX opset version of the exported graph")
-    tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out inputs, relative to the largest output magnitude when that exceeds 1; over it the run fails")
-    parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime")
+    tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out and random inputs, relative to the largest output magnitude when that exceeds 1; over it the run fails")
+    parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime (random inputs at two batch sizes, and two sequence lengths for text, are always compared too)")
     filename: str = Field("model.onnx", pattern=r"^[\w.-]+\.onnx$", description="file name of the ONNX graph in the run folder")
 
 
 def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
     from compress.onnx.export import export_onnx  # torch and onnx: imported when a step runs, not with PASSES
-    from compress.onnx.parity import check_parity
+    from compress.onnx.parity import check_parity, probes
 
     ctx.log(f"export: exporting {model.name} to {config.filename} (opset {config.opset})")
     exported = export_onnx(model, ctx.run_dir / config.filename, config.opset)
-    data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else None
-    if data is None:
-        from compress.data.specs import Dataset
-
-        data = Dataset("example inputs", model.example_inputs)
-    parity = check_parity(model, exported.path, data, config.tolerance)
+    # Held-out inputs where there are some; random probes at two batch sizes (two sequence
+    # lengths for text) always, so a graph that fixed the example's batch or length fails here.
+    datasets = ([ctx.heldout.head(config.parity_samples)] if ctx.heldout is not None else []) + probes(model, ctx.seed)
+    parity = check_parity(model, exported.path, datasets, config.tolerance)
     if not parity.passed:
-        raise RunFailed(
-            f"onnxruntime differs from torch by {parity.max_abs_diff:.3g} on {parity.samples} "
-            f"inputs of {data.name}, over the {parity.allowed:.3g} allowed (tolerance {config.tolerance:g} x output "
-            f"scale {parity.output_scale:.3g}) ({exported.path})"
-        )
+        raise RunFailed(_failure(parity, config, exported.path.name))
     figures = {
         "exporter": exported.exporter,
         "opset": exported.opset,
@@ -57,3 +52,13 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
                    "cosine_min": parity.cosine_min, "samples": parity.samples},
     }
     return Result(model, figures, {"onnx": exported.path}, produced)
+
+
+def _failure(parity: "Parity", config: ExportConfig, onnx_name: str) -> str:
+    on = f"{parity.samples} inputs ({'; '.join(parity.checked_on)})"
+    if parity.nonfinite_torch:
+        return f"the model gives non-finite outputs in torch ({parity.nonfinite_torch} NaN/inf values on {on}); fix the model before export"
+    if parity.nonfinite_onnx:
+        return f"onnxruntime gives non-finite outputs ({parity.nonfinite_onnx} NaN/inf values on {on}) where torch is finite ({onnx_name})"
+    return (f"onnxruntime differs from torch by {parity.max_abs_diff:.3g} on {on}, over the {parity.allowed:.3g} allowed "
+            f"(tolerance {config.tolerance:g} x output scale {parity.output_scale:.3g}) ({onnx_name})")
