@@ -16,7 +16,7 @@ from compress.cli.render import echo_json, stdout, table
 @click.option("--reference", default=None, help="The original model (torch spec or ONNX) to measure fidelity against; text data needs a torch text model here or as MODEL.")
 @click.option("--json", "as_json", is_flag=True, help="Print flat JSON (accuracy, agreement, cosine_mean, ...).")
 @model_options
-def eval_command(model_spec, data_spec, reference, as_json, weights, input_shapes, seq_len, task, trust_pickle) -> None:
+def eval_command(model_spec, data_spec, reference, as_json, weights, input_shapes, seq_len, task, trust_pickle, output_name) -> None:
     """Measure MODEL's quality on a data spec, optionally against a reference model."""
     from compress.data.specs import load_data
     from compress.measure.evaluate import evaluate
@@ -24,7 +24,7 @@ def eval_command(model_spec, data_spec, reference, as_json, weights, input_shape
     def resolve(spec: str, with_weights: bool):
         if spec.lower().endswith(".onnx"):
             return Path(spec)
-        return load_model(spec, weights if with_weights else None, input_shapes, seq_len, task, trust_pickle)
+        return load_model(spec, weights if with_weights else None, input_shapes, seq_len, task, trust_pickle, output_name)
 
     candidate = resolve(model_spec, True)
     # The same spec as MODEL (and no --weights to tell them apart) is the same model: load it once.

@@ -15,7 +15,7 @@ from compress.cli.render import echo_json, stdout, table
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @click.option("--groups", "groups", is_flag=True, help="List the prunable groups: width and what removing a unit touches.")
 @model_options
-def inspect_command(model_spec, as_json, groups, weights, input_shapes, seq_len, task, trust_pickle) -> None:
+def inspect_command(model_spec, as_json, groups, weights, input_shapes, seq_len, task, trust_pickle, output_name) -> None:
     """Params, MACs, size and the layer table of a model (torch spec or ONNX file)."""
     from compress.measure.inspect import inspect_model, inspect_onnx
 
@@ -27,7 +27,7 @@ def inspect_command(model_spec, as_json, groups, weights, input_shapes, seq_len,
         columns = ["op type", "count"]
         rows = [[op, n] for op, n in info["op_counts"].items()]
     else:
-        info = inspect_model(load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle))
+        info = inspect_model(load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle, output_name))
         columns = ["layer", "type", "params", "output shape"]
         rows = [[layer["name"], layer["type"], layer["params"], layer["output_shape"]] for layer in info["layers"]]
     if as_json:

@@ -34,7 +34,7 @@ def run(**_: object) -> None:
 
 
 @run.result_callback()
-def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle):
+def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle, output_name):
     from compress.recipe import Recipe, default_recipe, read_recipe
     from compress.reporting.digest import file_sha256
     from compress.runner import run as run_recipe
@@ -49,7 +49,7 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights
     log = progress_logger()
     if out is not None:  # fail before the (possibly slow) model load
         check_out(out)
-    model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle)
+    model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle, output_name)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}
     log(f"running {len(recipe.steps)} step(s) on {model.name} into {out}")

@@ -48,6 +48,8 @@ class Source:
     input_shapes: tuple[tuple[int, ...], ...] = ()
     seq_len: int = 128
     task: Task | None = None
+    # The tensor chosen (--output) from a forward that returns a dict, tuple or dataclass.
+    output: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "input_shapes": [list(s) for s in self.input_shapes]}

@@ -108,3 +108,77 @@ class BatchSum(nn.Module):
 
 def batch_sum() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return BatchSum(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+class DictHead(nn.Module):
+    """Returns a dict, as many research models do: logits and the pooled features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = seeded_cnn()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body.stem(x).mean(dim=(2, 3))
+        return {"features": features, "logits": self.body(x)}
+
+
+def dict_out() -> tuple[nn.Module, torch.Tensor]:
+    return DictHead(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class TupleHead(DictHead):
+    def forward(self, x: torch.Tensor):
+        out = super().forward(x)
+        return out["logits"], out["features"]
+
+
+def tuple_out() -> tuple[nn.Module, torch.Tensor]:
+    return TupleHead(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class ModelOutputHead(DictHead):
+    """Returns transformers' ModelOutput dataclass, like every Hugging Face model."""
+
+    def forward(self, x: torch.Tensor):
+        from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
+
+        out = super().forward(x)
+        return ImageClassifierOutputWithNoAttention(logits=out["logits"], hidden_states=(out["features"],))
+
+
+def model_output() -> tuple[nn.Module, torch.Tensor]:
+    return ModelOutputHead(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class ScalarHead(DictHead):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)["logits"].sum()
+
+
+def scalar_out() -> tuple[nn.Module, torch.Tensor]:
+    return ScalarHead(), torch.randn(1, 1, 8, 8)
+
+
+class TextHead(DictHead):
+    def forward(self, x: torch.Tensor) -> str:
+        return "a caption"
+
+
+def text_out() -> tuple[nn.Module, torch.Tensor]:
+    return TextHead(), torch.randn(1, 1, 8, 8)
+
+
+def needs_args(width: int, depth: int = 2) -> nn.Module:
+    return seeded_cnn(width=width)
+
+
+def returns_none() -> None:
+    return None
+
+
+def returns_three() -> tuple:
+    return seeded_cnn(), torch.randn(1, 1, 8, 8), "extra"
+
+
+def wrong_inputs() -> tuple[nn.Module, torch.Tensor]:
+    return seeded_cnn(), torch.randn(1, 3, 8, 8)  # the CNN takes one channel

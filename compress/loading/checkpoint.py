@@ -10,10 +10,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib
+import inspect
 import pickle
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -24,10 +26,15 @@ from compress.edits import EDITS
 from compress.errors import UsageError
 from compress.model import Model, Source, Task, is_saved_model, load_saved, load_state_dict
 from compress.config import did_you_mean
+from compress.loading.outputs import single_output
 
 BUNDLED = ("digits", "minilm")
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
 PICKLE_PREFIX = "pickle:"  # the source of a module unpickled with --trust-pickle: recorded, not rebuildable
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def load(
@@ -38,19 +45,25 @@ def load(
     seq_len: int = 128,
     task: Task | None = None,
     trust_pickle: bool = False,
+    output: str | None = None,
+    log: Callable[[str], None] = _quiet,
 ) -> Model:
-    """Load the model `spec` names; every way it can be wrong is a UsageError naming the fix."""
+    """Load the model `spec` names; every way it can be wrong is a UsageError naming the fix.
+    `output` chooses one tensor of a factory's or pickled module's dict / tuple / dataclass output."""
     path = Path(spec)
     if spec in BUNDLED:
+        _refuse_options(f"the bundled model {spec}", weights, input_shapes, output)
         source = Source("bundled", spec, input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_dir() and is_saved_model(path):
-        return load_saved(path, functools.partial(build, architecture_only=True), EDITS)
+        _refuse_options(f"the saved model {path}", weights, input_shapes, output)
+        return load_saved(path, functools.partial(build, architecture_only=True, log=log), EDITS)
     elif path.is_dir() and (path / "config.json").is_file():
+        _refuse_options(f"the Hugging Face folder {path}", None, (), output)
         source = Source("hf", str(path.resolve()), input_shapes=input_shapes, seq_len=seq_len, task=task)
     elif path.is_file():
-        return _load_file(path, trust_pickle, input_shapes, seq_len, task)
+        return _load_file(path, trust_pickle, input_shapes, seq_len, task, output)
     elif ":" in spec and not path.exists():
-        source = Source("factory", spec, input_shapes=input_shapes, seq_len=seq_len, task=task)
+        source = Source("factory", spec, input_shapes=input_shapes, seq_len=seq_len, task=task, output=output)
     else:
         raise UsageError(
             "model", spec,
@@ -60,10 +73,21 @@ def load(
     if weights is not None:
         source = dataclasses.replace(source, weights=str(Path(weights).resolve()))
         _check_weights_path(Path(weights))
-    return build(source, trust_pickle=trust_pickle)
+    return build(source, trust_pickle=trust_pickle, log=log)
 
 
-def build(source: Source, *, trust_pickle: bool = False, architecture_only: bool = False) -> Model:
+def _refuse_options(what: str, weights, input_shapes, output) -> None:
+    """Options that would be silently ignored are refused: these models bring their own weights,
+    example inputs and output."""
+    if weights is not None:
+        raise UsageError("--weights", weights, f"{what} has its own weights; --weights is for pkg.module:factory models")
+    if input_shapes:
+        raise UsageError("--input-shape", ",".join(map(str, input_shapes[0])), f"{what} has its own example inputs; --input-shape is for pkg.module:factory and pickled models")
+    if output is not None:
+        raise UsageError("--output", output, f"{what} has one output already; --output is for pkg.module:factory and pickled models")
+
+
+def build(source: Source, *, trust_pickle: bool = False, architecture_only: bool = False, log: Callable[[str], None] = _quiet) -> Model:
     """Build the original architecture `source` describes, with its weights; `architecture_only`
     (a saved model, whose own weights replace them) needs neither the original weights file nor
     the Hugging Face folder's weights."""
@@ -73,7 +97,7 @@ def build(source: Source, *, trust_pickle: bool = False, architecture_only: bool
     elif source.kind == "hf":
         from compress.loading.hf import load_hf
 
-        model = load_hf(source, with_weights=not architecture_only)
+        model = load_hf(source, with_weights=not architecture_only, log=log)
     else:
         model = _build_factory(source)
     if source.weights is not None and not architecture_only:
@@ -91,20 +115,56 @@ def _build_factory(source: Source) -> Model:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
         raise UsageError("model factory", source.ref, f"cannot import it ({exc}); check the pkg.module:function spelling and that the package is installed") from exc
-    built = factory()
-    module, example_inputs = (built if isinstance(built, tuple) else (built, None))
-    if not isinstance(module, nn.Module):
-        raise UsageError("model factory", source.ref, f"returned {type(module).__name__}; it must return an nn.Module or (module, example_inputs)")
+    module, example_inputs = _call_factory(factory, source.ref)
     if source.input_shapes:
         example_inputs = tuple(torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in source.input_shapes)
     if example_inputs is None:
         raise UsageError("input shape", "none given", f"pass --input-shape 1,3,32,32 or make {source.ref} return (module, example_inputs)")
-    example_inputs = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
     names = ("input",) if len(example_inputs) == 1 else tuple(f"input_{i}" for i in range(len(example_inputs)))
+    module = single_output(module, example_inputs, source.output, source.ref)
     return Model(module, example_inputs, names, source.task or "classification", source, name=attr)
 
 
-def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task) -> Model:
+def _call_factory(factory: Any, ref: str) -> tuple[nn.Module, tuple[torch.Tensor, ...] | None]:
+    """Call the user's factory with no arguments; whatever it raises or returns that is not a
+    module (or (module, example_inputs)) is a UsageError naming the factory, never an internal error."""
+    if not callable(factory):
+        raise UsageError("model factory", ref, f"is a {type(factory).__name__}, not a function; name a function that returns an nn.Module")
+    try:
+        required = [p.name for p in inspect.signature(factory).parameters.values()
+                    if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    except (TypeError, ValueError):  # builtins without a signature: just call them
+        required = []
+    if required:
+        raise UsageError("model factory", ref, f"needs argument(s) {', '.join(required)}; compress calls it with none: name a function that builds the model without arguments")
+    try:
+        built = factory()
+    except Exception as exc:  # the user's code: whatever it raises is theirs to fix, named as theirs
+        cause = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise UsageError("model factory", ref, f"raised {type(exc).__name__}: {cause}; fix the factory (--debug shows the traceback)") from exc
+    fix = "it must return an nn.Module or (module, example_inputs)"
+    if isinstance(built, tuple):
+        if len(built) != 2:
+            raise UsageError("model factory", ref, f"returned a tuple of {len(built)} item(s) {_types(built)}; {fix}")
+        module, example_inputs = built
+    else:
+        module, example_inputs = built, None
+    if not isinstance(module, nn.Module):
+        raise UsageError("model factory", ref, f"returned {_types(built) if isinstance(built, tuple) else type(built).__name__}; {fix}")
+    if isinstance(example_inputs, torch.Tensor):
+        example_inputs = (example_inputs,)
+    if example_inputs is not None:
+        example_inputs = tuple(example_inputs) if isinstance(example_inputs, (list, tuple)) else example_inputs
+        if not isinstance(example_inputs, tuple) or not example_inputs or not all(isinstance(x, torch.Tensor) for x in example_inputs):
+            raise UsageError("model factory", ref, f"returned example inputs of type {_types(example_inputs) if isinstance(example_inputs, tuple) else type(example_inputs).__name__}; give a tensor or a tuple of tensors")
+    return module, example_inputs
+
+
+def _types(items: tuple) -> str:
+    return "(" + ", ".join(type(x).__name__ for x in items) + ")"
+
+
+def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task, output) -> Model:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         raise UsageError("model", path, "is an ONNX file; compress works on PyTorch checkpoints (use `compress bench` or `compress eval` for ONNX)")
@@ -127,7 +187,8 @@ def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task) -> M
     inputs = tuple(torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in input_shapes)
     names = ("input",) if len(inputs) == 1 else tuple(f"input_{i}" for i in range(len(inputs)))
     # A pickled module cannot be rebuilt from data; its source records the file for the report only.
-    source = Source("factory", f"{PICKLE_PREFIX}{path.resolve()}", input_shapes=input_shapes, seq_len=seq_len, task=task)
+    source = Source("factory", f"{PICKLE_PREFIX}{path.resolve()}", input_shapes=input_shapes, seq_len=seq_len, task=task, output=output)
+    module = single_output(module, inputs, output, path.name)
     return Model(module.eval(), inputs, names, task or "classification", source, name=path.stem)
 
 

@@ -9,7 +9,7 @@ export their pooled output.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +91,11 @@ def tokenize(tokenizer: Any, sentences: Sequence[str], seq_len: int) -> tuple[to
     return batch["input_ids"], batch["attention_mask"]
 
 
-def load_hf(source: Source, with_weights: bool = True) -> Model:
+def _quiet(_: str) -> None:
+    pass
+
+
+def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None] = _quiet) -> Model:
     """The model in the folder `source.ref`; without weights (a saved compress model, whose own
     weights replace them) only config.json is read and the architecture built from it."""
     import transformers
@@ -102,6 +106,7 @@ def load_hf(source: Source, with_weights: bool = True) -> Model:
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"config.json cannot be read by transformers ({exc})") from exc
     arch = (config.architectures or [""])[0]
+    _check_supported(config, arch or config.model_type, folder)
     # Vision configs name their input channels (ViT, ResNet, ConvNeXt, MobileNet...); text configs do not.
     is_vision = hasattr(config, "num_channels")
     tokenizer = None
@@ -125,6 +130,12 @@ def load_hf(source: Source, with_weights: bool = True) -> Model:
                 tokenizer = transformers.AutoTokenizer.from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise UsageError("model folder", folder, f"transformers cannot build it offline ({exc}); it needs config.json and model.safetensors") from exc
+    expected = "pixel_values" if is_vision else "input_ids"
+    takes = getattr(next(module.children()), "main_input_name", expected)
+    if takes != expected:
+        raise UsageError("model folder", folder, f"{arch or config.model_type} takes {takes}; {SUPPORTED}")
+    if tokenizer is not None:
+        _ensure_pad_token(tokenizer, folder, log)
     module.eval()
     max_len = getattr(config, "max_position_embeddings", None)
     if not is_vision and max_len is not None and not 2 <= source.seq_len <= max_len:
@@ -142,6 +153,34 @@ def load_hf(source: Source, with_weights: bool = True) -> Model:
         inputs = (ids, torch.ones_like(ids))
     return Model(module, inputs, ("input_ids", "attention_mask"), task, source, name=folder.name,
                  eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer)
+
+
+SUPPORTED = ("compress supports text models that take input_ids (BERT, RoBERTa, GPT-2, ...), image models that take "
+             "pixel_values (ViT, ResNet, ConvNeXt, ...), and their *ForSequenceClassification / *ForImageClassification heads")
+# Config attributes that hold the sub-models of a multimodal architecture (CLIP, BLIP, LLaVA, ...).
+MULTIMODAL_PARTS = ("text_config", "vision_config", "audio_config", "speech_config", "qformer_config")
+
+
+def _check_supported(config: Any, arch: str, folder: Path) -> None:
+    if getattr(config, "is_encoder_decoder", False):
+        raise UsageError("model folder", folder, f"{arch} is an encoder-decoder model; {SUPPORTED}")
+    parts = [p.removesuffix("_config") for p in MULTIMODAL_PARTS if getattr(config, p, None) is not None]
+    if parts:
+        raise UsageError("model folder", folder, f"{arch} is a multimodal model ({' + '.join(parts)}); {SUPPORTED}")
+
+
+def _ensure_pad_token(tokenizer: Any, folder: Path, log: Callable[[str], None]) -> None:
+    """Batches are padded to --seq-len; a tokenizer without a pad token (GPT-2, Llama) pads with
+    its EOS (else unk) token, which attention_mask hides from the model and from pooling."""
+    if tokenizer.pad_token is not None:
+        return
+    for role in ("eos_token", "unk_token"):
+        token = getattr(tokenizer, role)
+        if token is not None:
+            tokenizer.pad_token = token
+            log(f"the tokenizer of {folder.name} has no pad token: padding with its {role.removesuffix('_token')} token {token!r} (masked out by attention_mask)")
+            return
+    raise UsageError("tokenizer", folder, "has no pad, EOS or unk token to pad batches with; add \"pad_token\" to its tokenizer_config.json")
 
 
 def _has_tokenizer(folder: Path) -> bool:

@@ -54,7 +54,7 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
     return Result(model, figures, {"onnx": exported.path}, produced)
 
 
-def _failure(parity: "Parity", config: ExportConfig, onnx_name: str) -> str:
+def _failure(parity: Parity, config: ExportConfig, onnx_name: str) -> str:
     on = f"{parity.samples} inputs ({'; '.join(parity.checked_on)})"
     if parity.nonfinite_torch:
         return f"the model gives non-finite outputs in torch ({parity.nonfinite_torch} NaN/inf values on {on}); fix the model before export"

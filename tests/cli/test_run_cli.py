@@ -110,8 +110,15 @@ def test_bad_checkpoints_exit_2_with_one_line(runner, tmp_path):
     _one_line_error(runner.invoke(cli, ["run", "--model", str(tmp_path / "full.pt"), "export"]), 2, "--trust-pickle")
 
 
-def test_interrupt_and_internal_errors_are_one_line(runner):
+def test_interrupt_and_internal_errors_are_one_line(runner, monkeypatch):
+    from compress.passes import PASSES
+
     interrupted = runner.invoke(cli, ["run", "--model", "tiny_models:interrupted", "export"])
     _one_line_error(interrupted, 130, "interrupted")
-    buggy = runner.invoke(cli, ["run", "--model", "tiny_models:buggy", "export"])
-    _one_line_error(buggy, 1, "internal error: RuntimeError: factory bug", "--debug")
+
+    def bug_in_compress(*_):
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setitem(PASSES, "export", PASSES["export"]._replace(fn=bug_in_compress))
+    buggy = runner.invoke(cli, [*TINY, "export"])
+    _one_line_error(buggy, 1, "internal error: RuntimeError: a bug of ours", "--debug")
