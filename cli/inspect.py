@@ -20,7 +20,7 @@ def inspect_command(model_spec, as_json, groups, weights, input_shapes, seq_len,
     from compress.measure.inspect import inspect_model, inspect_onnx
 
     if groups:
-        _print_groups(model_spec, load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle), as_json)
+        _print_groups(model_spec, load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle, output_name), as_json)
         return
     if model_spec.lower().endswith(".onnx"):
         info = inspect_onnx(Path(model_spec))
