@@ -12,5 +12,7 @@ from compress.model import Model
 @torch.no_grad()
 def torch_outputs(model: Model, data: Dataset, batch_size: int = 64) -> torch.Tensor:
     model.module.eval()
-    chunks = [model.module(*(x[i : i + batch_size] for x in data.inputs)) for i in range(0, len(data), batch_size)]
+    # Inputs go to the module's device (a student mid-training may sit on an accelerator); outputs come back to the CPU.
+    device = next(model.module.parameters(), torch.empty(0)).device
+    chunks = [model.module(*(x[i : i + batch_size].to(device) for x in data.inputs)).cpu() for i in range(0, len(data), batch_size)]
     return torch.cat(chunks).float()

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from compress.context import Context, Produced, Result
 from compress.measure.settings import BenchSettings
 from compress.passes.bench import bench
+from compress.passes.distill import DistillConfig, distill
 from compress.passes.export import ExportConfig, export
 from compress.passes.prune import PruneConfig, prune
 from compress.passes.ptq import PtqConfig, ptq
@@ -48,6 +49,8 @@ class Pass(NamedTuple):
 PASSES: dict[str, Pass] = {
     "prune": Pass(PruneConfig, prune, "Structured pruning that removes channels (CNNs) or attention heads and FFN neurons (Transformers), to a ratio or a MACs / params / latency budget.",
                   needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
+    "distill": Pass(DistillConfig, distill, "Recover quality by knowledge distillation from the original on --data (logit KL, labels, Transformer hidden states), keeping the best held-out state.",
+                    needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
     "ptq": Pass(PtqConfig, ptq, "Quantize the exported ONNX to INT8 with onnxruntime (U8S8 per-channel static QDQ for CNNs, dynamic MatMul for text); fail if it drifts from the float model.",

@@ -79,3 +79,27 @@ def latency_batch_plot(rows: Sequence[dict[str, Any]], path: str | os.PathLike) 
     with atomic_path(path) as tmp:
         figure.savefig(tmp, format="png")
     return Path(path)
+
+
+def kd_curve_plot(history: Sequence[Any], path: str | os.PathLike, metric_name: str | None) -> Path:
+    """The training loss (left axis, log scale) and the held-out figure (right axis) against the
+    step, from `fit`'s history points (`step`, `loss`, `metric`)."""
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    loss_axes = figure.add_subplot()
+    losses = [(p.step, p.loss) for p in history if p.loss is not None]
+    loss_axes.plot([s for s, _ in losses], [v for _, v in losses], color="tab:blue", marker=".", label="training loss")
+    if losses and min(v for _, v in losses) > 0:
+        loss_axes.set_yscale("log")
+    loss_axes.set_xlabel("step")
+    loss_axes.set_ylabel("training loss (mean since the previous point)", color="tab:blue")
+    loss_axes.grid(True, alpha=0.3)
+    metrics = [(p.step, p.metric) for p in history if p.metric is not None]
+    if metrics and metric_name:
+        metric_axes = loss_axes.twinx()
+        metric_axes.plot([s for s, _ in metrics], [v for _, v in metrics], color="tab:orange", marker="o", label=f"held-out {metric_name}")
+        metric_axes.set_ylabel(f"held-out {metric_name}", color="tab:orange")
+    loss_axes.set_title("distillation: loss and held-out quality per step")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    return Path(path)

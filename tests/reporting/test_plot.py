@@ -36,3 +36,17 @@ def test_plot_refuses_points_it_cannot_draw(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="one quality measure"):
         latency_quality_plot(mixed, tmp_path / "p.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_kd_curve_plot_draws_loss_and_held_out_figure(tmp_path: Path) -> None:
+    from compress.reporting.plot import kd_curve_plot
+    from compress.train import FitPoint
+
+    history = [FitPoint(0, None, 0.5), FitPoint(50, 0.9, 0.8), FitPoint(100, 0.3, 0.95)]
+    out = kd_curve_plot(history, tmp_path / "kd_curve.png", "accuracy")
+    assert [p.name for p in tmp_path.iterdir()] == ["kd_curve.png"]
+    pixels = imread(out)
+    assert pixels.shape[:2] == (480, 640)
+    # Two coloured lines: blue (loss) and orange (held-out) pixels are both present.
+    rgb = (pixels[..., :3] * 255).round().astype(int).reshape(-1, 3)
+    assert any((rgb == (31, 119, 180)).all(axis=1)) and any((rgb == (255, 127, 14)).all(axis=1))

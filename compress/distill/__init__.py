@@ -1,0 +1,1 @@
+"""Knowledge distillation: the KD losses and the Transformer layers they read."""

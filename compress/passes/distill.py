@@ -1,0 +1,119 @@
+"""The `distill` pass: recover a compressed model by knowledge distillation from the original.
+
+The student is a copy of the current model; the teacher is the run's frozen original
+(`ctx.teacher`). Training runs on the pass's own `--data` through the one `fit` loop, with the KD
+losses of `compress.distill.losses`; the held-out data measures quality every `eval_every` steps
+and the best state is kept. The KD curve is saved as `kd_curve.png` in the run folder.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compress.context import Context, Result
+from compress.data.specs import Dataset
+from compress.distill.losses import KDLoss, KDWeights
+from compress.errors import UsageError
+from compress.metrics import primary_metric, quality
+from compress.model import Model
+from compress.predict import torch_outputs
+from compress.reporting.plot import kd_curve_plot
+from compress.train import Evaluate, FitConfig, fit
+
+CURVE_FILE = "kd_curve.png"
+
+
+class DistillConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: str | None = Field(None, description="training data spec, e.g. digits:train or text:train (never the held-out data); required")
+    steps: int = Field(300, ge=1, le=1_000_000, description="optimizer steps")
+    lr: float = Field(1e-3, gt=0, le=1, description="peak AdamW learning rate (after warm-up; cosine decay to a tenth of it)")
+    batch_size: int = Field(64, ge=2, le=65536, description="training inputs per step")
+    warmup_steps: int = Field(20, ge=0, description="steps of linear learning-rate warm-up (capped at steps)")
+    weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW decoupled weight decay")
+    grad_clip: float = Field(1.0, ge=0, description="largest global gradient norm (0: no clipping)")
+    temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
+    kl: float = Field(1.0, ge=0, description="weight of the output term: logit KL x T^2 for classifiers, 1 - cosine of the embeddings for encoders")
+    ce: float = Field(0.0, ge=0, description="weight of cross-entropy on the data's labels (classifiers; ignored without labels)")
+    hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE (student layer i to teacher layer i*L_t/L_s; a learned projection where widths differ)")
+    eval_every: int = Field(50, ge=0, description="steps between held-out evaluations and progress lines; the best held-out state is kept (0: no evaluation, the last state is kept)")
+
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DistillConfig:
+        if self.kl == self.ce == self.hidden == 0:
+            raise ValueError("the loss weights kl, ce and hidden are all 0; give at least one a positive weight")
+        return self
+
+
+def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
+    if config.data is None:
+        raise UsageError("distill --data", "none given", f"give training data: --data {_suggested_data(model)}")
+    train = ctx.dataset(config.data, "train")
+    _check_fits(train, model, config.data)
+    student = model.copy()
+    teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
+    loss = KDLoss(
+        teacher, student.module, task=model.task, temperature=config.temperature,
+        weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden),
+        example_inputs=model.example_inputs,
+        mask_input=model.input_names.index("attention_mask") if "attention_mask" in model.input_names else None,
+    )
+    fit_config = FitConfig(
+        steps=config.steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
+        weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
+    )
+    metric_name, evaluate = _heldout_evaluation(model, ctx) if config.eval_every else (None, None)
+    ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {config.lr:g}"
+            + (f", best state by held-out {metric_name}" if metric_name else ""))
+    result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
+    student.module.to("cpu").eval()
+    curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
+    figures = {
+        "steps": result.steps,
+        "best_step": result.best_step,
+        "heldout_metric": metric_name,
+        "heldout_start": result.history[0].metric if metric_name else None,
+        "heldout_best": result.best_metric,
+        "heldout_final": result.final_metric,
+        "loss_start": result.loss_start,
+        "loss_end": result.loss_end,
+        "fit_seconds": round(result.seconds, 3),
+    }
+    return Result(student, figures, {"kd_curve": curve})
+
+
+def _heldout_evaluation(model: Model, ctx: Context) -> tuple[str | None, Evaluate | None]:
+    """The pipeline's own quality figure (accuracy with labels, else agreement or cosine to the
+    original) on the held-out data, as a function of the student's module."""
+    heldout = ctx.heldout
+    if heldout is None:
+        return None, None
+    name = primary_metric(model.task, heldout.labels is not None)
+    reference = torch_outputs(ctx.teacher, heldout)
+
+    def evaluate(module: torch.nn.Module) -> float:
+        outputs = torch_outputs(model.replace(module=module), heldout)
+        return quality(model.task, outputs, reference, heldout.labels)[name]
+
+    return name, evaluate
+
+
+def _check_fits(data: Dataset, model: Model, spec: str) -> None:
+    """The data's inputs must be the kind the model takes (count, per-item shape, dtype)."""
+    shapes = [(tuple(x.shape[1:]), x.dtype) for x in data.inputs]
+    expected = [(tuple(x.shape[1:]), x.dtype) for x in model.example_inputs]
+    if shapes != expected:
+        raise UsageError("distill --data", spec, f"gives inputs {_describe(shapes)} but {model.name} takes {_describe(expected)}; use data for this model, e.g. --data {_suggested_data(model)}")
+
+
+def _describe(shapes: list[tuple[tuple[int, ...], torch.dtype]]) -> str:
+    return ", ".join(f"{list(shape)} {str(dtype).removeprefix('torch.')}" for shape, dtype in shapes)
+
+
+def _suggested_data(model: Model) -> str:
+    return {"digits:test": "digits:train", "text:heldout": "text:train"}.get(model.eval_data or "", "digits:train or text:train or text:FILE")

@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from compress.cli.main import cli
+from compress.context import Context
+from compress.data.specs import load_data
+from compress.errors import UsageError
+from compress.loading.checkpoint import load
+from compress.metrics import accuracy, top1_agreement
+from compress.passes.distill import DistillConfig, distill
+from compress.predict import torch_outputs
+from compress.train import FitConfig, fit
+
+TINY = ["run", "--model", "tiny_models:cnn_without_inputs", "--input-shape", "1,1,32,32", "--data", "digits:test"]
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher():
+    """The tiny CNN (mean-pooled, so it takes 32x32 digits), trained briefly on digits:train with
+    `fit` so that its predictions differ between images (random weights give one class for all)."""
+    teacher = load("tiny_models:wide_cnn", input_shapes=((1, 1, 32, 32),))
+    cross_entropy = lambda module, batch: torch.nn.functional.cross_entropy(module(*batch.inputs), batch.labels)  # noqa: E731
+    fit(teacher.module, cross_entropy, load_data("digits:train"), FitConfig(steps=80, lr=2e-2, batch_size=64))
+    return teacher.replace(module=teacher.module.requires_grad_(False).eval())
+
+
+def _perturbed(teacher):
+    student = teacher.copy()
+    student.module.requires_grad_(True)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in student.module.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.5 * p.abs().mean())
+    return student
+
+
+def _ctx(tmp_path, teacher):
+    return Context(run_dir=tmp_path, teacher=teacher, data={"heldout": load_data("digits:test")}, heldout_spec="digits:test")
+
+
+def test_distill_makes_a_perturbed_student_agree_more_with_its_teacher(tmp_path, tiny_teacher):
+    teacher, student = tiny_teacher, _perturbed(tiny_teacher)
+    heldout = load_data("digits:test")
+    reference = torch_outputs(teacher, heldout)
+    before_state = {k: v.clone() for k, v in student.module.state_dict().items()}
+    before = top1_agreement(torch_outputs(student, heldout), reference)
+    config = DistillConfig(data="digits:train", steps=60, lr=1e-2, batch_size=32, eval_every=20)
+    result = distill(student, config, _ctx(tmp_path, teacher))
+    after = top1_agreement(torch_outputs(result.model, heldout), reference)
+    assert after > before + 0.1, (before, after)
+    figures = result.figures
+    assert figures["heldout_metric"] == "accuracy"
+    accuracy_before = accuracy(torch_outputs(student, heldout), heldout.labels)
+    assert figures["heldout_best"] == pytest.approx(accuracy(torch_outputs(result.model, heldout), heldout.labels))
+    assert figures["heldout_start"] == pytest.approx(accuracy_before) and accuracy_before < figures["heldout_best"]
+    assert figures["steps"] == 60 and figures["best_step"] in (20, 40, 60) and figures["loss_end"] < figures["loss_start"]
+    # The pass works on a copy, and writes the KD curve (atomically: no temp file left).
+    assert all(torch.equal(v, before_state[k]) for k, v in student.module.state_dict().items())
+    assert result.artifacts["kd_curve"] == tmp_path / "kd_curve.png"
+    assert result.artifacts["kd_curve"].read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kd_curve.png"]
+
+
+def test_distill_refuses_missing_data_and_data_that_does_not_fit(tmp_path, tiny_teacher):
+    teacher, student = tiny_teacher, _perturbed(tiny_teacher)
+    with pytest.raises(UsageError, match="distill --data: none given: give training data: --data"):
+        distill(student, DistillConfig(), _ctx(tmp_path, teacher))
+    small = load("tiny_models:cnn")  # takes 1x8x8 images
+    with pytest.raises(UsageError, match=r"gives inputs \[1, 32, 32\] float32 but cnn takes \[1, 8, 8\] float32"):
+        distill(small, DistillConfig(data="digits:train"), _ctx(tmp_path, small.copy()))
+
+
+def _one_line_error(result, *needles: str) -> str:
+    assert result.exit_code == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("compress: ") and "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in lines[-1]
+    return lines[-1]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["distill"], ["distill --data: none given", "--data digits:train or text:train"]),
+    (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
+    (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
+    (["distill", "--data", "digits:train", "--kl", "0"], ["distill", "all 0"]),
+    (["distill", "--data", "digits:train", "--temperature", "0"], ["temperature", "allowed: > 0"]),
+])
+def test_cli_refuses_bad_distill_input_with_one_line(runner, tmp_path, args, needles):
+    result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), *args])
+    _one_line_error(result, *needles)
+    assert not (tmp_path / "x" / "report.json").exists()
+
+
+def test_cli_distill_run_reports_its_figures(runner, tmp_path):
+    result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), "--json", "distill", "--data", "digits:train",
+                                 "--steps", "4", "--batch-size", "16", "--eval-every", "2"])
+    assert result.exit_code == 0, result.stderr
+    step = json.loads(result.stdout)["steps"][0]
+    assert step["name"] == "distill" and step["figures"]["steps"] == 4
+    assert step["artifacts"]["kd_curve"].endswith("kd_curve.png")
+    assert "fit: step 2/4" in result.stderr  # progress on stderr

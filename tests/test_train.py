@@ -1,0 +1,136 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from compress.data.specs import Dataset
+from compress.errors import RunFailed, UsageError
+from compress.train import FitConfig, fit
+
+TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
+
+
+def _regression(rows: int = 256) -> Dataset:
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(rows, 4, generator=g)
+    return Dataset("regression", (x,), x @ TRUE_WEIGHTS.T)
+
+
+def _mse(student: nn.Module, batch: Dataset) -> torch.Tensor:
+    return F.mse_loss(student(*batch.inputs), batch.labels)
+
+
+def _student(seed: int = 0) -> nn.Module:
+    """A small MLP with dropout (so the loop's own RNG seeding matters), the same for a seed."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return nn.Sequential(nn.Linear(4, 16), nn.Tanh(), nn.Dropout(0.1), nn.Linear(16, 1))
+
+
+CONFIG = FitConfig(steps=150, lr=1e-2, batch_size=32, warmup_steps=10, eval_every=50)
+
+
+def test_fit_lowers_the_loss_and_reports_the_curve():
+    data = _regression()
+    student = _student()
+    before = _mse(student.eval(), data).item()
+    result = fit(student, _mse, data, CONFIG)
+    after = _mse(student, data).item()
+    assert after < before / 10
+    assert [p.step for p in result.history] == [50, 100, 150]
+    assert result.loss_end < result.loss_start
+    assert result.best_step == 150 and result.steps == 150 and result.seconds > 0
+    assert not student.training  # handed back in eval mode
+
+
+def test_fit_is_deterministic_under_a_seed_and_leaves_the_global_rng_alone():
+    data = _regression()
+    rng_before = torch.get_rng_state()
+    first, second, other = _student(), _student(), _student()
+    fit(first, _mse, data, CONFIG, seed=7)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    fit(second, _mse, data, CONFIG, seed=7)
+    fit(other, _mse, data, CONFIG, seed=8)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), other.state_dict().values()))
+
+
+def test_fit_keeps_the_best_held_out_state():
+    data = _regression()
+    student = _student()
+    scores = iter([0.1, 0.5, 0.9, 0.3, 0.2])  # at steps 0, 30, 60, 90, 120
+    states = []
+
+    def evaluate(module: nn.Module) -> float:
+        assert not module.training
+        states.append({k: v.clone() for k, v in module.state_dict().items()})
+        return next(scores)
+
+    config = FitConfig(steps=120, lr=1e-2, batch_size=32, eval_every=30)
+    result = fit(student, _mse, data, config, evaluate=evaluate)
+    assert [(p.step, p.metric) for p in result.history] == [(0, 0.1), (30, 0.5), (60, 0.9), (90, 0.3), (120, 0.2)]
+    assert result.history[0].loss is None
+    assert (result.best_step, result.best_metric, result.final_metric) == (60, 0.9, 0.2)
+    assert all(torch.equal(v, states[2][k]) for k, v in student.state_dict().items())
+    assert not all(torch.equal(v, states[-1][k]) for k, v in student.state_dict().items())
+
+
+def test_fit_never_returns_a_student_worse_than_its_start():
+    student = _student()
+    start = {k: v.clone() for k, v in student.state_dict().items()}
+    scores = iter([1.0, 0.5, 0.4])
+    result = fit(student, _mse, _regression(), FitConfig(steps=20, lr=1e-2, batch_size=32, eval_every=10), evaluate=lambda _: next(scores))
+    assert result.best_step == 0
+    assert all(torch.equal(v, start[k]) for k, v in student.state_dict().items())
+
+
+def test_fit_trains_the_parameters_of_a_loss_module():
+    class Scaled(nn.Module):  # a loss with a learned part, like KD's width projections
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.tensor(0.1))
+
+        def forward(self, student: nn.Module, batch: Dataset) -> torch.Tensor:
+            return F.mse_loss(self.scale * student(*batch.inputs), batch.labels)
+
+    loss = Scaled()
+    fit(_student(), loss, _regression(), FitConfig(steps=30, lr=1e-2, batch_size=32))
+    assert loss.scale.item() != pytest.approx(0.1)
+
+
+def test_every_batch_is_full_and_epochs_are_reshuffled():
+    seen = []
+
+    def record(student: nn.Module, batch: Dataset) -> torch.Tensor:
+        seen.append(batch.inputs[0][:, 0].clone())
+        return _mse(student, batch)
+
+    fit(_student(), record, _regression(100), FitConfig(steps=6, lr=1e-3, batch_size=32))
+    assert [len(b) for b in seen] == [32] * 6  # 100 rows: 3 full batches per epoch, the last 4 rows dropped
+    assert not torch.equal(torch.cat(seen[:3]), torch.cat(seen[3:]))
+
+
+def test_non_finite_loss_fails_the_run_with_the_step():
+    def explode(student: nn.Module, batch: Dataset) -> torch.Tensor:
+        return student(*batch.inputs).sum() * float("inf")
+
+    with pytest.raises(RunFailed, match=r"training loss became (inf|nan) at step 1 of 5; lower the learning rate"):
+        fit(_student(), explode, _regression(), FitConfig(steps=5, lr=1e-3, batch_size=32))
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    config = FitConfig(steps=110, lr=1.0, batch_size=1, warmup_steps=10, min_lr_ratio=0.1)
+    assert config.lr_at(0) == pytest.approx(0.1)
+    assert config.lr_at(9) == pytest.approx(1.0)
+    assert config.lr_at(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert config.lr_at(110) == pytest.approx(0.1)
+    assert all(config.lr_at(s) >= config.lr_at(s + 1) for s in range(10, 110))
+
+
+def test_bad_settings_are_named_together():
+    with pytest.raises(UsageError, match=r"steps 0 \(must be >= 1\); lr -1 \(must be > 0\)"):
+        FitConfig(steps=0, lr=-1, batch_size=8)
