@@ -9,19 +9,19 @@ and the best state is kept. The KD curve is saved as `kd_curve.png` in the run f
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compress.context import Context, Result
-from compress.data.specs import Dataset
-from compress.distill.losses import KDLoss, KDWeights
 from compress.errors import UsageError
-from compress.metrics import primary_metric, quality
-from compress.model import Model
-from compress.predict import torch_outputs
-from compress.reporting.plot import kd_curve_plot
-from compress.train import Evaluate, FitConfig, fit
+
+if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
+    import torch
+
+    from compress.data.specs import Dataset
+    from compress.model import Model
+    from compress.train import Evaluate
 
 CURVE_FILE = "kd_curve.png"
 
@@ -51,11 +51,18 @@ class DistillConfig(BaseModel):
 
 
 def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
+    import torch  # torch and the training code: imported when the step runs, not with PASSES
+
+    from compress.distill.losses import KDLoss, KDWeights
+    from compress.reporting.plot import kd_curve_plot
+    from compress.train import FitConfig, fit
+
     if config.data is None:
         raise UsageError("distill --data", "none given", f"give training data: --data {_suggested_data(model)}")
     train = ctx.dataset(config.data, "train")
     _check_fits(train, model, config.data)
     student = model.copy()
+    student.module.requires_grad_(True)  # every weight of the student trains, whatever its input froze
     teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
     loss = KDLoss(
         teacher, student.module, task=model.task, temperature=config.temperature,
@@ -90,6 +97,9 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
 def _heldout_evaluation(model: Model, ctx: Context) -> tuple[str | None, Evaluate | None]:
     """The pipeline's own quality figure (accuracy with labels, else agreement or cosine to the
     original) on the held-out data, as a function of the student's module."""
+    from compress.metrics import primary_metric, quality
+    from compress.predict import torch_outputs
+
     heldout = ctx.heldout
     if heldout is None:
         return None, None
