@@ -18,6 +18,7 @@ from compress.recipe import make_step
 FAST_OPTIONS: dict[str, dict] = {
     "bench": {"iters": 2, "warmup": 0, "rounds": 1},
     "ptq": {"calibration_samples": 32, "time_check": False, "min_fidelity": 0},
+    "distill": {"data": "digits:train", "steps": 2, "batch_size": 8},
 }
 
 
