@@ -81,9 +81,11 @@ def _print_report(report: dict, out: Path) -> None:
     ]))
     gates = report["gates"]
     verdict = "no gates" if not gates["budgets"] else ("all gates pass" if not gates["violations"] else f"{len(gates['violations'])} gate(s) FAIL")
-    latency_ratio = (s["latency"] or {}).get("latency_ratio")
+    latency = s["latency"] or {}
+    ratio = fmt(latency.get("latency_ratio")) + (f" (95% interval {fmt(latency['latency_ratio_low'])}-{fmt(latency['latency_ratio_high'])})"
+                                                 if latency.get("latency_ratio_high") is not None else "")
     on = {"onnx": " (final ONNX)", "torch": " (torch)"}.get(s["quality_measured_on"], "")
-    console.print(f"latency ratio {fmt(latency_ratio)}, quality drop{on} {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
+    console.print(f"latency ratio {ratio}, quality drop{on} {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")
 
 
 # The quality figures a table row has room for; report.json keeps all of them.
@@ -98,7 +100,7 @@ def _quality(stats: dict) -> str:
 
 def _figures(figures: dict) -> str:
     keep = ("exporter", "opset", "mode", "onnx_bytes", "parity_max_abs_diff", "int8_agreement", "int8_cosine_mean",
-            "int8_latency_ratio", "p50_ms", "p90_ms", "latency_ratio", "best_step", "heldout_best", "loss_end")
+            "int8_latency_ratio", "p50_ms", "p90_ms", "latency_ratio", "stopped", "best_step", "heldout_best", "loss_end")
     return ", ".join(f"{k} {fmt(figures[k])}" for k in keep if k in figures)
 
 

@@ -23,11 +23,11 @@ class Context:
     """Run folder, the one seed, the device, the frozen teacher, data sources by role and the
     progress reporter.
 
-    Nothing here is global: two runs in one process get two contexts. `artifacts` is the one
-    mutable part: the pipeline adds each step's files to it, so a later step can find the ONNX an
-    earlier step wrote. `data` maps a role (heldout, train, calibration, synthetic) to a source
-    that gives batches (`Dataset.batches`); the held-out source measures quality and is never
-    trained or calibrated on.
+    Nothing here is global: two runs in one process get two contexts. `artifacts` and `configs`
+    are the mutable parts: the pipeline adds each step's files and config to them, so a later step
+    can find the ONNX an earlier step wrote and how it was made. `data` maps a role (heldout,
+    train, calibration, synthetic) to a source that gives batches (`Dataset.batches`); the
+    held-out source measures quality and is never trained or calibrated on.
     """
 
     run_dir: Path
@@ -37,6 +37,9 @@ class Context:
     device: str = "cpu"
     log: Callable[[str], None] = _quiet
     artifacts: dict[str, Path] = field(default_factory=dict)
+    # The config each pass last ran with, by pass name, filled in by the pipeline like
+    # `artifacts`: the bench pass exports the original with the export step's config.
+    configs: dict[str, Any] = field(default_factory=dict)
     # The spec the held-out source was read from; no other role may read it.
     heldout_spec: str | None = None
 

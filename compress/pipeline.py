@@ -123,6 +123,7 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         model = result.model
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value
+        ctx.configs[step.name] = step.config
         record.steps.append(StepRecord(
             name=step.name,
             config=step.config.model_dump(mode="json"),

@@ -17,12 +17,20 @@ class BenchSettings(BaseModel):
         (1,), min_length=1, description="batch sizes to time; each fills the model's dynamic batch axis"
     )
     threads: tuple[PositiveInt, ...] = Field(
-        (1,), min_length=1, description="onnxruntime intra-op thread counts to time (inter-op threads stay 1)"
+        (1,), min_length=1, description="onnxruntime intra-op thread counts to time (inter-op threads stay 1); at most the machine's CPUs"
     )
-    warmup: int = Field(10, ge=0, description="untimed calls before the timed calls of each round")
-    iters: int = Field(100, ge=1, description="timed calls per model per round")
-    rounds: int = Field(
-        3, ge=1, description="rounds in which the models take turns; the spread of per-round medians shows run-to-run noise"
+    warmup: int = Field(3, ge=0, le=1000, description="untimed calls per model at each batch size and thread count, before timing")
+    min_calls: int = Field(
+        20, ge=12, le=1_000_000,
+        description="timed calls per model before the confidence interval is first checked (12 at least, so the 95% interval of a median exists)",
+    )
+    target_pct: float = Field(
+        2.0, gt=0, le=50, allow_inf_nan=False,
+        description="stop timing once the 95% interval of the latency ratio (of the median latency, for a model timed alone) is within +/- this many percent",
+    )
+    max_seconds: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False,
+        description="time cap per batch size and thread count: timing stops there even if the interval is still wider than the target",
     )
     seq_len: int = Field(128, ge=1, description="length given to dynamic sequence axes (text models)")
     seed: int = Field(0, description="seed of the random inputs")

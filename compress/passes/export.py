@@ -11,6 +11,7 @@ from compress.errors import RunFailed
 
 if TYPE_CHECKING:
     from compress.model import Model
+    from compress.onnx.export import Exported
     from compress.onnx.parity import Parity
 
 
@@ -24,17 +25,7 @@ class ExportConfig(BaseModel):
 
 
 def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
-    from compress.onnx.export import export_onnx  # torch and onnx: imported when a step runs, not with PASSES
-    from compress.onnx.parity import check_parity, probes
-
-    ctx.log(f"export: exporting {model.name} to {config.filename} (opset {config.opset})")
-    exported = export_onnx(model, ctx.run_dir / config.filename, config.opset)
-    # Held-out inputs where there are some; random probes at two batch sizes (two sequence
-    # lengths for text) always, so a graph that fixed the example's batch or length fails here.
-    datasets = ([ctx.heldout.head(config.parity_samples)] if ctx.heldout is not None else []) + probes(model, ctx.seed)
-    parity = check_parity(model, exported.path, datasets, config.tolerance)
-    if not parity.passed:
-        raise RunFailed(_failure(parity, config, exported.path.name))
+    exported, parity = export_checked(model, config, config.filename, ctx)
     figures = {
         "exporter": exported.exporter,
         "opset": exported.opset,
@@ -52,6 +43,24 @@ def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
                    "cosine_min": parity.cosine_min, "samples": parity.samples},
     }
     return Result(model, figures, {"onnx": exported.path}, produced)
+
+
+def export_checked(model: Model, config: ExportConfig, filename: str, ctx: Context) -> tuple[Exported, Parity]:
+    """Export `model` to `filename` in the run folder with `config`, then check onnxruntime
+    against torch; RunFailed over tolerance. The bench pass exports the original through here
+    too: one export config, one check, for both graphs."""
+    from compress.onnx.export import export_onnx  # torch and onnx: imported when a step runs, not with PASSES
+    from compress.onnx.parity import check_parity, probes
+
+    ctx.log(f"export: exporting {model.name} to {filename} (opset {config.opset})")
+    exported = export_onnx(model, ctx.run_dir / filename, config.opset)
+    # Held-out inputs where there are some; random probes at two batch sizes (two sequence
+    # lengths for text) always, so a graph that fixed the example's batch or length fails here.
+    datasets = ([ctx.heldout.head(config.parity_samples)] if ctx.heldout is not None else []) + probes(model, ctx.seed)
+    parity = check_parity(model, exported.path, datasets, config.tolerance)
+    if not parity.passed:
+        raise RunFailed(_failure(parity, config, exported.path.name))
+    return exported, parity
 
 
 def _failure(parity: Parity, config: ExportConfig, onnx_name: str) -> str:

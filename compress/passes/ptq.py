@@ -116,13 +116,15 @@ def _time_against_float(source: Path, target: Path, ctx: Context) -> dict[str, f
     from compress.measure.bench import bench
     from compress.measure.settings import BenchSettings
 
-    settings = BenchSettings(batch_sizes=(1,), threads=(1,), warmup=5, iters=20, rounds=2)
+    settings = BenchSettings(batch_sizes=(1,), threads=(1,), max_seconds=5.0)
     report = bench([source, target], settings, baseline=source)
     ours, theirs = (report.row(p.stem, 1, 1) for p in (target, source))
-    ratio = ours["p50_ms"] / theirs["p50_ms"]
+    ratio = ours["latency_ratio"]  # paired, with its 95% interval (compress.measure.bench)
     verdict = "faster" if ratio < 1 else "SLOWER"
-    ctx.log(f"ptq: INT8 {ours['p50_ms']:.3f} ms vs float {theirs['p50_ms']:.3f} ms at batch 1: {verdict} ({ratio:.2f}x the float latency)")
-    return {"int8_p50_ms": ours["p50_ms"], "float_p50_ms": theirs["p50_ms"], "int8_latency_ratio": ratio, "int8_slower": ratio >= 1}
+    ctx.log(f"ptq: INT8 {ours['p50_ms']:.3f} ms vs float {theirs['p50_ms']:.3f} ms at batch 1: {verdict} "
+            f"({ratio:.2f}x the float latency, 95% interval {ours['latency_ratio_low']:.2f}-{ours['latency_ratio_high']:.2f})")
+    return {"int8_p50_ms": ours["p50_ms"], "float_p50_ms": theirs["p50_ms"], "int8_latency_ratio": ratio,
+            "int8_latency_ratio_high": ours["latency_ratio_high"], "int8_slower": ratio >= 1}
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -139,8 +139,7 @@ def to_markdown(report: dict[str, Any]) -> str:
     for label, side, quality in rows:
         lines.append(f"| {label} | {side['params']:,} | {side['macs']:,} | {_fmt(side['onnx_bytes'])} | {_fmt(side['p50_ms'])} | "
                      f"{_fmt(side['p90_ms'])} | {_fmt(quality.get(metric))} |")
-    latency_ratio = (s["latency"] or {}).get("latency_ratio")
-    lines += ["", f"Quality drop ({_measured_on(s)}): {_fmt(s['quality_drop'])}; latency ratio (p90 final / original): {_fmt(latency_ratio)}; "
+    lines += ["", f"Quality drop ({_measured_on(s)}): {_fmt(s['quality_drop'])}; latency ratio (final / original, paired): {_ratio(s['latency'])}; "
               f"parity: {_parity(s['parity'])}.", "", "## Steps", "",
               "| # | step | seconds | params | MACs | bytes | quality | figures |", "|---:|---|---:|---:|---:|---:|---|---|"]
     for i, step in enumerate(report["steps"], 1):
@@ -161,6 +160,12 @@ def to_markdown(report: dict[str, Any]) -> str:
 
 def _measured_on(summary: dict[str, Any]) -> str:
     return {"onnx": "final ONNX", "torch": "torch model"}.get(summary["quality_measured_on"], "not measured")
+
+
+def _ratio(latency: dict[str, Any] | None) -> str:
+    if latency is None or latency.get("latency_ratio") is None:
+        return "-"
+    return f"{latency['latency_ratio']:.3f} (95% interval {latency['latency_ratio_low']:.3f}-{latency['latency_ratio_high']:.3f})"
 
 
 def _parity(parity: dict[str, Any] | None) -> str:

@@ -14,7 +14,7 @@ from compress.measure.bench import BenchSettings
 
 main = pytest.importorskip("compress.cli.main", reason="compress.cli.main is not wired yet")
 
-FAST = ["--iters", "5", "--warmup", "1", "--rounds", "2"]
+FAST = ["--min-calls", "12", "--warmup", "1", "--max-seconds", "1", "--target-pct", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -43,16 +43,16 @@ def test_table_on_stdout_json_file_and_progress_on_stderr(cnn: Path, tmp_path: P
         [" cnn   ", "     1 ", "       1 "], [" other ", "     1 ", "       1 "],
         [" cnn   ", "     3 ", "       1 "], [" other ", "     3 ", "       1 "],
     ]  # fmt: skip
-    assert "latency / cnn" in result.stdout and "1.000" in table_rows[0] and "1x" in table_rows[0]
-    assert "round 2/2 other" in result.stderr and "peak RSS" in result.stderr
-    assert "round 1/2" not in result.stdout
+    assert "latency / cnn [95%]" in result.stdout and "1.000 [1.000, 1.000]" in table_rows[0] and "1x" in table_rows[0]
+    assert "stopped:" in result.stderr and "peak RSS" in result.stderr and "other: p50" in result.stderr
+    assert "stopped:" not in result.stdout.split("\n", 2)[-1]
 
     data = json.loads(out.read_text())
-    assert data["baseline"] == "cnn" and data["settings"]["iters"] == 5
+    assert data["baseline"] == "cnn" and data["settings"]["min_calls"] == 12 and data["settings"]["target_pct"] == 5
     assert set(data["models"]["other"]["results"]) == {"b1_t1", "b3_t1"}
     figures = data["models"]["other"]["results"]["b3_t1"]
     assert figures["bytes"] == cnn.stat().st_size and figures["throughput"] > 0
-    assert 0.2 < figures["ratio"] < 5
+    assert 0.2 < figures["latency_ratio_low"] <= figures["latency_ratio"] <= figures["latency_ratio_high"] < 5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench.json", "other.onnx"]
 
 
@@ -64,11 +64,58 @@ def test_json_dash_prints_only_json_on_stdout(cnn: Path) -> None:
     assert data["models"]["cnn"]["rss_mb"] > 0
 
 
-@pytest.mark.parametrize("option", ["--batch", "--threads", "--iters"])
+@pytest.mark.parametrize("option", ["--batch", "--threads"])
 def test_counts_below_one_are_refused(cnn: Path, option: str) -> None:
     result = _bench(cnn, option, "0")
     assert result.exit_code == 2
     assert f"Invalid value for '{option}'" in result.stderr
+
+
+@pytest.mark.parametrize(("option", "value", "line"), [
+    ("--min-calls", "3", "compress: bench option min_calls: 3: input should be greater than or equal to 12 (allowed: >= 12 and <= 1000000)"),
+    ("--target-pct", "0", "compress: bench option target_pct: 0.0: input should be greater than 0 (allowed: > 0 and <= 50)"),
+    ("--max-seconds", "-1", "compress: bench option max_seconds: -1.0: input should be greater than 0 (allowed: > 0 and <= 3600)"),
+])
+def test_settings_out_of_range_are_one_line_naming_the_setting(cnn: Path, option: str, value: str, line: str) -> None:
+    result = _bench(cnn, option, value)
+    assert result.exit_code == 2, result.output
+    assert result.stderr == line + "\n"
+
+
+def test_more_threads_than_cpus_is_one_line(cnn: Path) -> None:
+    import os
+
+    result = _bench(cnn, "--threads", str((os.cpu_count() or 1) + 1), *FAST)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"compress: bench threads: {(os.cpu_count() or 1) + 1}: this machine has ")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_batch_too_big_for_memory_is_one_line_before_timing(cnn: Path) -> None:
+    result = _bench(cnn, "--batch", "100000000", *FAST)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("compress: batch size: 100000000: cnn.onnx needs about ")
+    assert "use a batch of at most" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_an_unwritable_plot_is_refused_before_timing_and_json_is_written_first(cnn: Path, tmp_path: Path, monkeypatch) -> None:
+    result = _bench(cnn, "--plot", tmp_path / "missing" / "plot.png", *FAST)
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"compress: --plot: {tmp_path / 'missing' / 'plot.png'}: folder ")
+    assert "p50" not in result.stderr  # nothing was timed
+
+    (tmp_path / "plot.png").mkdir()
+    result = _bench(cnn, "--plot", tmp_path / "plot.png", *FAST)
+    assert result.exit_code == 2 and "Invalid value for '--plot'" in result.stderr and "is a directory" in result.stderr
+
+    # A plot that fails only when drawn (say, the disk filled up) leaves the JSON in place.
+    def disk_full(*_args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("compress.reporting.plot.latency_batch_plot", disk_full)
+    result = _bench(cnn, "--json", tmp_path / "bench.json", "--plot", tmp_path / "other.png", *FAST)
+    assert result.exit_code == 1 and "No space left on device" in result.stderr
+    assert json.loads((tmp_path / "bench.json").read_text())["models"]["cnn"]["results"]["b1_t1"]["p50_ms"] > 0
 
 
 def test_a_file_that_is_not_onnx_is_one_line_and_exit_2(cnn: Path, tmp_path: Path) -> None:
@@ -84,7 +131,7 @@ def test_a_file_that_is_not_onnx_is_one_line_and_exit_2(cnn: Path, tmp_path: Pat
 def test_option_help_is_the_settings_field_description() -> None:
     result = CliRunner().invoke(main.cli, ["bench", "--help"], terminal_width=400)
     assert result.exit_code == 0
-    for name in ("iters", "rounds", "warmup", "seq_len"):
+    for name in ("min_calls", "target_pct", "max_seconds", "warmup", "seq_len"):
         assert BenchSettings.model_fields[name].description in result.stdout
 
 

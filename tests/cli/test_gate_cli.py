@@ -27,7 +27,8 @@ def _write_report(tmp_path, gates: dict | None = None) -> str:
             "quality_metric": "accuracy",
             "quality_measured_on": "onnx",
             "quality_drop": 0.0056,
-            "latency": {"batch": 1, "threads": 1, "p50_ms": 0.18, "p90_ms": 0.21, "latency_ratio": 0.4375},
+            "latency": {"batch": 1, "threads": 1, "p50_ms": 0.18, "p90_ms": 0.21, "latency_ratio": 0.4375,
+                        "latency_ratio_low": 0.4301, "latency_ratio_high": 0.4452},
             "parity": {"passed": True, "max_abs_diff": 2.4e-06, "tolerance": 1e-04},
         },
     }

@@ -3,6 +3,7 @@ real file sizes, a real child process for peak RSS."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -13,12 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from compress.measure.bench import BenchSettings, bench, latency_stats, time_session
+from compress.measure.bench import BenchSettings, bench, latency_stats, median_interval, paired_interval
 from compress.measure.feeds import make_feeds
 from compress.errors import UsageError
 from compress.onnx.session import open_session
 
-FAST = BenchSettings(warmup=2, iters=15, rounds=2, seq_len=16)
+FAST = BenchSettings(warmup=1, min_calls=12, target_pct=5.0, max_seconds=1.0, seq_len=16)
 
 
 def tiny_cnn() -> nn.Module:
@@ -89,19 +90,33 @@ def test_feeds_follow_the_model_input_specs(onnx_dir: Path) -> None:
     assert not np.array_equal(pixels, make_feeds(session, image, batch=5, seq_len=7, seed=2)["pixels"])
 
 
-def test_time_session_gives_one_positive_time_per_timed_call(onnx_dir: Path) -> None:
-    path = onnx_dir / "tiny.onnx"
-    session = open_session(path)
-    times_ms = time_session(session, make_feeds(session, path, 1, 1, 0), warmup=3, iters=7)
-    assert len(times_ms) == 7
-    assert all(0 < t < 1000 for t in times_ms)
+def test_median_interval_is_the_sign_test_interval() -> None:
+    values = [5.0, 1.0, 4.0, 2.0, 3.0, 6.0]
+    # n = 6: 2 / 2**6 < 0.05, so the interval is the whole sample; n = 5 has none.
+    assert median_interval(values) == (3.5, 1.0, 6.0)
+    with pytest.raises(ValueError, match="too few"):
+        median_interval(values[:5])
+    # n = 100: the order statistics 40 and 61 (1-based), the textbook values.
+    assert median_interval(np.arange(100.0)) == (49.5, 39.0, 60.0)
+
+
+def test_paired_interval_covers_the_true_median_at_least_95_percent_of_the_time() -> None:
+    rng = np.random.default_rng(0)
+    trials = 400
+    covered = 0
+    for _ in range(trials):
+        values = rng.standard_t(3, size=int(rng.integers(12, 400)))  # heavy tails, median 0
+        median, low, high = paired_interval(values)
+        assert low <= median <= high
+        covered += low <= 0.0 <= high
+    assert covered / trials >= 0.93
 
 
 def test_latency_stats_on_known_samples() -> None:
-    stats = latency_stats([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]], batch=4)
+    stats = latency_stats([1.0, 2.0, 3.0, 2.0, 4.0, 6.0], batch=4)
     assert stats["p50_ms"] == 2.5 and stats["mean_ms"] == 3.0
     assert stats["throughput"] == pytest.approx(4 * 1000 / 3.0)
-    assert stats["spread_pct"] == pytest.approx(100 * (4.0 - 2.0) / 2.5)
+    assert stats["p50_low_ms"] == pytest.approx(1.0) and stats["p50_high_ms"] == pytest.approx(6.0)
 
 
 def test_bench_sweeps_batches_and_reports_every_figure(onnx_dir: Path) -> None:
@@ -113,14 +128,17 @@ def test_bench_sweeps_batches_and_reports_every_figure(onnx_dir: Path) -> None:
         ("tiny", 1, 1), ("text", 1, 1), ("tiny", 4, 1), ("text", 4, 1),
     ]  # fmt: skip
     for row in report.rows:
-        assert 0 < row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
+        assert 0 < row["p50_low_ms"] <= row["p50_ms"] <= row["p50_high_ms"] and row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"]
         assert row["throughput"] == pytest.approx(row["batch"] * 1000 / row["mean_ms"])
         assert row["bytes"] == Path(row["path"]).stat().st_size
-        assert row["spread_pct"] >= 0 and "ratio" not in row
+        assert row["calls"] >= settings.min_calls and row["stopped"] in ("converged", "time cap")
+        # process CPU time over wall time of a 1-thread session: at most a little over 1 thread.
+        assert 0 < row["cpu_share"] < 1.5 and row["cpu_starved"] == (row["cpu_share"] < 0.9)
+        assert row["load_1m"] >= 0 and "latency_ratio" not in row
     for info in report.models.values():
         # A process with numpy and onnxruntime loaded holds tens of MB; loading a model adds to it.
         assert 10 < info["rss_base_mb"] <= info["rss_mb"] < 2000
-    assert any("round 2/2" in m for m in messages) and any("peak RSS" in m for m in messages)
+    assert any("stopped:" in m for m in messages) and any("peak RSS" in m for m in messages)
 
     data = report.to_json()
     assert data["onnxruntime"] == ort.__version__ and data["settings"]["batch_sizes"] == [1, 4]
@@ -129,29 +147,64 @@ def test_bench_sweeps_batches_and_reports_every_figure(onnx_dir: Path) -> None:
     text = data["models"]["text"]
     assert text["bytes"] == (onnx_dir / "text.onnx").stat().st_size and text["rss_mb"] > 0
     assert set(text["results"]) == {"b1_t1", "b4_t1"}
-    assert {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "bytes", "spread_pct"} <= set(text["results"]["b4_t1"])
+    assert {"p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput", "bytes", "calls", "stopped", "cpu_share"} <= set(text["results"]["b4_t1"])
 
 
-def test_a_model_against_a_copy_of_itself_has_ratio_near_one(onnx_dir: Path, tmp_path: Path) -> None:
+def test_a_model_against_a_copy_of_itself_has_an_interval_around_one(onnx_dir: Path, tmp_path: Path) -> None:
     copy = shutil.copy(onnx_dir / "tiny.onnx", tmp_path / "copy.onnx")
-    report = bench([copy], FAST.model_copy(update={"iters": 40, "rounds": 3}), baseline=onnx_dir / "tiny.onnx")
+    report = bench([copy], FAST.model_copy(update={"target_pct": 3.0, "max_seconds": 3.0}), baseline=onnx_dir / "tiny.onnx")
 
     assert report.baseline == "tiny" and [r["model"] for r in report.rows] == ["tiny", "copy"]
-    assert report.row("tiny", 1, 1)["ratio"] == 1.0 and report.row("tiny", 1, 1)["speedup"] == 1.0
+    base = report.row("tiny", 1, 1)
+    assert (base["latency_ratio"], base["latency_ratio_low"], base["latency_ratio_high"], base["speedup"]) == (1.0, 1.0, 1.0, 1.0)
     copy_row = report.row("copy", 1, 1)
-    assert 0.5 < copy_row["ratio"] < 2.0
-    assert copy_row["speedup"] == pytest.approx(1 / copy_row["ratio"])
+    assert copy_row["latency_ratio_low"] <= copy_row["latency_ratio"] <= copy_row["latency_ratio_high"]
+    assert 0.8 < copy_row["latency_ratio"] < 1.25
+    assert copy_row["speedup"] == pytest.approx(1 / copy_row["latency_ratio"])
+    assert copy_row["calls"] == base["calls"]  # paired: one call each per turn
 
 
-def test_a_bigger_model_is_slower_at_every_thread_count(onnx_dir: Path) -> None:
+def test_a_bigger_model_is_slower_with_confidence_at_every_thread_count(onnx_dir: Path) -> None:
     tiny, big = onnx_dir / "tiny.onnx", onnx_dir / "big.onnx"
-    report = bench([tiny, big], FAST.model_copy(update={"threads": (1, 2)}), baseline=tiny)
-    for threads in (1, 2):
-        assert report.row("big", 1, threads)["p50_ms"] > 3 * report.row("tiny", 1, threads)["p50_ms"]
-        assert report.row("big", 1, threads)["speedup"] < 1 / 3
+    threads = (1, 2) if os.cpu_count() and os.cpu_count() >= 2 else (1,)
+    report = bench([tiny, big], FAST.model_copy(update={"threads": threads}), baseline=tiny)
+    for t in threads:
+        assert report.row("big", 1, t)["latency_ratio_low"] > 3
+        assert report.row("big", 1, t)["speedup"] < 1 / 3
     assert report.models["big"]["bytes"] > 10 * report.models["tiny"]["bytes"]
     # The RSS child never imports torch (~200 MB on its own), so small models stay small.
     assert report.models["tiny"]["rss_mb"] < 150
+
+
+def test_timing_stops_when_the_interval_is_narrow_or_at_the_time_cap(onnx_dir: Path) -> None:
+    tiny, big = onnx_dir / "tiny.onnx", onnx_dir / "big.onnx"
+    loose = bench([tiny, big], FAST.model_copy(update={"target_pct": 50.0}), baseline=tiny)
+    assert loose.row("big", 1, 1)["stopped"] == "converged" and FAST.min_calls <= loose.row("big", 1, 1)["calls"] < 100
+    tight = bench([tiny, big], FAST.model_copy(update={"target_pct": 0.001, "max_seconds": 0.5}), baseline=tiny)
+    row = tight.row("big", 1, 1)
+    assert row["stopped"] == "time cap" and row["seconds"] >= 0.5
+    assert row["latency_ratio_high"] - row["latency_ratio_low"] > 0
+
+
+def test_more_threads_than_cpus_is_bad_input(onnx_dir: Path) -> None:
+    too_many = (os.cpu_count() or 1) + 1
+    with pytest.raises(UsageError) as caught:
+        bench([onnx_dir / "tiny.onnx"], FAST.model_copy(update={"threads": (too_many,)}))
+    assert caught.value.thing == "bench threads" and caught.value.value == too_many
+    assert "usable CPU" in caught.value.fix
+
+
+def test_a_batch_that_cannot_fit_in_memory_is_bad_input_before_timing(onnx_dir: Path) -> None:
+    import psutil
+
+    # Ten times the available memory in input bytes alone (1 x 8 x 8 float32 = 256 bytes per item).
+    batch = int(10 * psutil.virtual_memory().available / 256)
+    messages: list[str] = []
+    with pytest.raises(UsageError) as caught:
+        bench([onnx_dir / "tiny.onnx"], FAST.model_copy(update={"batch_sizes": (1, batch)}), log=messages.append)
+    assert caught.value.thing == "batch size" and caught.value.value == batch
+    assert "use a batch of at most" in caught.value.fix
+    assert not any("stopped" in m for m in messages)
 
 
 def test_files_that_are_not_onnx_are_bad_input(onnx_dir: Path, tmp_path: Path) -> None:
@@ -180,10 +233,37 @@ def test_a_fixed_batch_axis_refuses_other_batch_sizes(tmp_path: Path) -> None:
 
 
 def test_settings_refuse_bad_values_and_drop_repeats() -> None:
-    bad_fields = [{"batch_sizes": (0,)}, {"batch_sizes": ()}, {"threads": (-1,)}, {"iters": 0}, {"rounds": 0},
-                  {"warmup": -1}, {"iterations": 5}]
+    bad_fields = [{"batch_sizes": (0,)}, {"batch_sizes": ()}, {"threads": (-1,)}, {"min_calls": 11}, {"target_pct": 0},
+                  {"max_seconds": 0}, {"warmup": -1}, {"iterations": 5}]
     for bad in bad_fields:
         with pytest.raises(pydantic.ValidationError):
             BenchSettings(**bad)
     assert BenchSettings(batch_sizes=(8, 1, 8)).batch_sizes == (8, 1)
     assert all(field.description for field in BenchSettings.model_fields.values())
+
+
+class SmallVocabText(nn.Module):
+    """A text model whose vocabulary (300 tokens) is far below the ids BERT-family models take."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tokens, self.head = nn.Embedding(300, 8), nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        return self.head((self.tokens(input_ids) * mask).sum(1) / mask.sum(1))
+
+
+def test_token_ids_stay_within_the_vocabulary_read_from_the_graph(onnx_dir: Path, tmp_path: Path) -> None:
+    from compress.measure.feeds import token_id_range, vocabulary_size
+
+    ids = torch.randint(0, 300, (2, 5))
+    small = export(SmallVocabText(), (ids, torch.ones_like(ids)), ["input_ids", "attention_mask"], tmp_path / "small.onnx")
+    assert vocabulary_size(str(small), "input_ids") == 300 and token_id_range(str(small), "input_ids") == (150, 300)
+    feeds = make_feeds(open_session(small), small, batch=4, seq_len=9, seed=0)
+    assert 150 <= feeds["input_ids"].min() and feeds["input_ids"].max() < 300
+    report = bench([small], FAST)  # a vocabulary under 2,000 benches fine
+    assert report.row("small", 1, 1)["p50_ms"] > 0
+    # a vocabulary of 2,048 keeps the usual range
+    assert vocabulary_size(str(onnx_dir / "text.onnx"), "input_ids") == 2048
+    assert token_id_range(str(onnx_dir / "text.onnx"), "input_ids") == (1000, 2000)

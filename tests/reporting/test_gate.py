@@ -31,7 +31,8 @@ def _report(gates: dict | None = None, p90_ms: object = 0.21, **final_overrides:
             "quality_metric": "accuracy",
             "quality_measured_on": "onnx",
             "quality_drop": 0.0056,
-            "latency": {"batch": 1, "threads": 1, "p50_ms": 0.18, "p90_ms": p90_ms, "latency_ratio": 0.4375},
+            "latency": {"batch": 1, "threads": 1, "p50_ms": 0.18, "p90_ms": p90_ms, "latency_ratio": 0.4375,
+                        "latency_ratio_low": 0.4301, "latency_ratio_high": 0.4452},
             "parity": {"passed": True, "max_abs_diff": 2.4e-06, "tolerance": 1e-04},
         },
     }
@@ -51,7 +52,7 @@ def test_a_model_within_every_budget_has_no_violations():
         ("max_onnx_mb", 0.02, "max_onnx_mb: final ONNX is 0.03 MB, budget 0.02 MB"),
         ("max_params", 5_000, "max_params: final model has 6,134 params, budget 5,000"),
         ("max_p90_ms", 0.2, "max_p90_ms: final p90 is 0.21 ms, budget 0.20 ms"),
-        ("max_latency_ratio", 0.4, "max_latency_ratio: final p90 is 0.44x the original, budget 0.40x"),
+        ("max_latency_ratio", 0.4, "max_latency_ratio: final latency is up to 0.45x the original's (95% interval's upper end), budget 0.40x"),
         ("max_quality_drop", 0.005, "max_quality_drop: accuracy of the final ONNX dropped by 0.0056, budget 0.0050"),
     ],
 )
@@ -98,6 +99,7 @@ def test_a_failed_parity_check_is_a_violation_with_its_difference():
         ("max_p90_ms", 5.0, lambda s: s["latency"].pop("p90_ms"), "add the bench step"),
         ("max_p90_ms", 5.0, lambda s: s.update(latency=None), "add the bench step"),
         ("max_latency_ratio", 2.0, lambda s: s.update(latency=None), "add the bench step"),
+        ("max_latency_ratio", 2.0, lambda s: s["latency"].pop("latency_ratio_high"), "add the bench step"),
         ("max_quality_drop", 0.5, lambda s: s.update(quality_drop=None), "held-out data"),
     ],
 )
@@ -226,9 +228,19 @@ def test_a_budget_equal_to_the_figure_passes_and_any_smaller_fails(budget, figur
     elif budget == "max_p90_ms":
         summary["latency"]["p90_ms"] = figure
     elif budget == "max_latency_ratio":
-        summary["latency"]["latency_ratio"] = figure
+        summary["latency"]["latency_ratio_high"] = figure
     else:
         summary[budget.removeprefix("max_")] = figure
     (measured,) = [v.measured for v in check(report, Budgets(**{budget: 1e-9}))]
     assert check(report, Budgets(**{budget: measured})) == []
     assert [v.budget for v in check(report, Budgets(**{budget: math.nextafter(measured, 0)}))] == [budget]
+
+
+def test_the_latency_ratio_budget_reads_the_upper_end_of_the_interval():
+    within = _report()
+    within["summary"]["latency"].update(latency_ratio=1.01, latency_ratio_low=0.99, latency_ratio_high=1.03)
+    assert check(within, Budgets(max_latency_ratio=1.05)) == []
+    unsure = _report()
+    unsure["summary"]["latency"].update(latency_ratio=1.01, latency_ratio_low=0.95, latency_ratio_high=1.07)
+    (violation,) = check(unsure, Budgets(max_latency_ratio=1.05))
+    assert violation.measured == 1.07 and "upper end" in violation.message
