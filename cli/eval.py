@@ -12,7 +12,7 @@ from compress.cli.render import echo_json, stdout, table
 
 @click.command("eval")
 @click.argument("model_spec", metavar="MODEL")
-@click.option("--data", "data_spec", required=True, help="digits:test, digits:train, text:heldout, text:train or text:FILE (one sentence per line).")
+@click.option("--data", "data_spec", required=True, help="digits:test, digits:train, text:heldout, text:train, text:FILE (one sentence per line), images:DIR (class subfolders for labels) or tensors:FILE (.safetensors / .npz named by the model's inputs, optional labels).")
 @click.option("--reference", default=None, help="The original model (torch spec or ONNX) to measure fidelity against; text data needs a torch text model here or as MODEL.")
 @click.option("--json", "as_json", is_flag=True, help="Print flat JSON (accuracy, agreement, cosine_mean, ...).")
 @model_options

@@ -25,7 +25,7 @@ from compress.passes import PASSES
 @click.option("--model", "model_spec", default=None, help="Bundled name (digits, minilm), pkg.module:factory, a Hugging Face folder, or a saved compress folder.")
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None, help="YAML recipe with version, steps and gates.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/default for the default recipe, else runs/<model>).")
-@click.option("--data", default=None, help="Held-out data spec for quality (default: the model's own, e.g. digits:test, text:heldout).")
+@click.option("--data", default=None, help="Held-out data spec for quality (default: the model's own, e.g. digits:test, text:heldout); also text:FILE, images:DIR, tensors:FILE.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything random in the run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 @model_options

@@ -3,7 +3,10 @@
 - `digits:test`, `digits:train`: scikit-learn's real digits, the bundled model's fixed split.
 - `text:heldout`, `text:train`: the English corpus of stdlib docstrings, parts kept apart.
 - `text:FILE`: one sentence per line.
-Text needs the model's tokenizer to become `input_ids` / `attention_mask`.
+- `images:DIR`: an image folder, class subfolders for labels (`compress/data/images.py`).
+- `tensors:FILE`: `.safetensors` / `.npz` arrays named by the model's inputs, optional `labels`.
+Text needs the model's tokenizer to become `input_ids` / `attention_mask`; images are sized for
+the model. Data that does not fit the model is refused naming both shapes (`check_fits`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from compress.config import did_you_mean
 # What a data source is for. Training and calibration data must never be the held-out data.
 Role = Literal["heldout", "train", "calibration", "synthetic"]
 ROLES: tuple[Role, ...] = ("heldout", "train", "calibration", "synthetic")
-SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE")
+SPECS = ("digits:test", "digits:train", "text:heldout", "text:train", "text:FILE", "images:DIR", "tensors:FILE")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,14 @@ def train_split(heldout_spec: str | None) -> str | None:
 
 
 def load_data(spec: str, model: Model | None = None, seq_len: int | None = None) -> Dataset:
+    """The data `spec` names, shaped for `model` (checked against it when given)."""
+    data = _read(spec, model, seq_len)
+    if model is not None:
+        check_fits(data, model, spec)
+    return data
+
+
+def _read(spec: str, model: Model | None, seq_len: int | None) -> Dataset:
     kind, _, arg = spec.partition(":")
     if kind == "digits" and arg in ("test", "train"):
         from compress.data.digits import load_split
@@ -80,4 +91,34 @@ def load_data(spec: str, model: Model | None = None, seq_len: int | None = None)
 
         length = seq_len or model.source.seq_len
         return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))
+    if kind == "images" and arg:
+        from compress.data.images import load_images
+
+        pixels, labels = load_images(Path(arg), model, spec)
+        return Dataset(spec, (pixels,), labels)
+    if kind == "tensors" and arg:
+        from compress.data.tensors import load_tensors
+
+        inputs, labels = load_tensors(Path(arg), model, spec)
+        return Dataset(spec, inputs, labels)
     raise UsageError("data", spec, f"unknown data spec{did_you_mean(spec, SPECS)}; use one of {', '.join(SPECS)}")
+
+
+def check_fits(data: Dataset, model: Model, spec: str) -> None:
+    """As many inputs as the model takes, each with the example's rank; sizes that differ from the
+    example's (many models take any image size or length) are tried on one row. A mismatch is a
+    UsageError naming the data's shape and the model's."""
+    shapes = ", ".join(f"{n} {list(e.shape)}" for n, e in zip(model.input_names, model.example_inputs))
+    if len(data.inputs) != len(model.example_inputs):
+        raise UsageError("data", spec, f"gives {len(data.inputs)} input(s) {[list(x.shape) for x in data.inputs]} but {model.name} takes {len(model.example_inputs)}: {shapes}")
+    for name, x, example in zip(model.input_names, data.inputs, model.example_inputs):
+        if x.dim() != example.dim():
+            raise UsageError("data", spec, f"has {name} of shape {list(x.shape)} but {model.name} takes {list(example.shape)} (any batch size)")
+    if all(x.shape[1:] == e.shape[1:] for x, e in zip(data.inputs, model.example_inputs)):
+        return
+    try:
+        model(*(x[:1] for x in data.inputs))
+    except Exception as exc:  # the model's own error says why; the shapes say what to change
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        given = ", ".join(f"{n} {list(x.shape)}" for n, x in zip(model.input_names, data.inputs))
+        raise UsageError("data", spec, f"has {given} but {model.name} takes {shapes} (any batch size); it fails on the data: {cause}") from exc
