@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -25,14 +25,15 @@ class Context:
 
     Nothing here is global: two runs in one process get two contexts. `artifacts` and `configs`
     are the mutable parts: the pipeline adds each step's files and config to them, so a later step
-    can find the ONNX an earlier step wrote and how it was made. `data` maps a role (heldout,
-    train, calibration, synthetic) to a source that gives batches (`Dataset.batches`); the
-    held-out source measures quality and is never trained or calibrated on.
+    can find the ONNX an earlier step wrote and how it was made; likewise it adds the data sources
+    a step made (synthesize's set) to `data`. `data` maps a role (heldout, train, calibration,
+    synthetic) to a source that gives batches (`Dataset.batches`); the held-out source measures
+    quality and is never trained or calibrated on.
     """
 
     run_dir: Path
     teacher: Model
-    data: Mapping[Role, Dataset] = field(default_factory=dict)
+    data: dict[Role, Dataset] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
     log: Callable[[str], None] = _quiet
@@ -78,10 +79,12 @@ Produced = Literal["onnx", "parity", "latency"]
 
 @dataclass(frozen=True)
 class Result:
-    """A pass's new model, its own figures (flat, JSON-able), the files it wrote, and what it
-    produced by kind (see `Produced`)."""
+    """A pass's new model, its own figures (flat, JSON-able), the files it wrote, what it
+    produced by kind (see `Produced`), and the data sources it made for later steps, by role
+    (synthesize's `synthetic` set)."""
 
     model: Model
     figures: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)
     produced: dict[Produced, dict[str, Any]] = field(default_factory=dict)
+    data: dict[Role, Dataset] = field(default_factory=dict)

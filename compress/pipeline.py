@@ -124,6 +124,8 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value
         ctx.configs[step.name] = step.config
+        for role, source in result.data.items():
+            ctx.data[role] = source
         record.steps.append(StepRecord(
             name=step.name,
             config=step.config.model_dump(mode="json"),

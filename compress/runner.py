@@ -20,7 +20,8 @@ from compress.model import Model, save
 from compress.pipeline import run as run_steps
 from compress.recipe import Recipe
 from compress.rundir import run_folder
-from compress.reporting.report import build_report, state_sha256, write_report
+from compress.reporting.digest import state_sha256
+from compress.reporting.report import build_report, write_report
 
 
 def run(

@@ -18,3 +18,9 @@ def runner():
     from click.testing import CliRunner
 
     return CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own cache folder (synthetic sets), never the user's ~/.cache."""
+    monkeypatch.setenv("COMPRESS_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -182,3 +182,10 @@ def returns_three() -> tuple:
 
 def wrong_inputs() -> tuple[nn.Module, torch.Tensor]:
     return seeded_cnn(), torch.randn(1, 3, 8, 8)  # the CNN takes one channel
+
+
+def cnn_without_bn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    """A classifier with no BatchNorm: nothing for BN inversion to invert."""
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    return module.eval(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)

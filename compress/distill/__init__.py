@@ -1,1 +1,2 @@
-"""Knowledge distillation: the KD losses and the Transformer layers they read."""
+"""Knowledge distillation: the KD losses, the Transformer layers they read, and synthetic data
+from a teacher (BN inversion) for data-free distillation."""

@@ -29,6 +29,7 @@ from compress.passes.distill import DistillConfig, distill
 from compress.passes.export import ExportConfig, export
 from compress.passes.prune import PruneConfig, prune
 from compress.passes.ptq import PtqConfig, ptq
+from compress.passes.synthesize import SynthesizeConfig, synthesize
 
 if TYPE_CHECKING:
     from compress.model import Model
@@ -49,6 +50,8 @@ class Pass(NamedTuple):
 PASSES: dict[str, Pass] = {
     "prune": Pass(PruneConfig, prune, "Structured pruning that removes channels (CNNs) or attention heads and FFN neurons (Transformers), to a ratio or a MACs / params / latency budget.",
                   needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
+    "synthesize": Pass(SynthesizeConfig, synthesize, "Invert the teacher's BatchNorm statistics into a synthetic input set (cached) for data-free distill.",
+                       needs=frozenset(), gives=frozenset(), changes="nothing"),
     "distill": Pass(DistillConfig, distill, "Recover quality by knowledge distillation from the original on --data (logit KL, labels, Transformer hidden states), keeping the best held-out state.",
                     needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",

@@ -1,4 +1,4 @@
-"""sha256 of files and of a run folder's files: what report.json records and `compress gate`
+"""sha256 of weights, of files and of a run folder's files: what report.json records and `compress gate`
 checks, so a report never vouches for a file that changed after it was written."""
 
 from __future__ import annotations
@@ -6,8 +6,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from compress.errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """A fingerprint of the weights themselves, whatever file they came from (a synthetic set
+    records its teacher's, so it is never used with another)."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:

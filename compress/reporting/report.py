@@ -3,12 +3,9 @@ same as tables) and, when two models were timed, a latency-vs-quality PNG."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from compress.atomic import write_text
 from compress.reporting.digest import folder_sha256
@@ -17,15 +14,6 @@ from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
 from compress.versions import versions
 
-
-
-def state_sha256(module: torch.nn.Module) -> str:
-    """A fingerprint of the weights themselves, whatever file they came from."""
-    digest = hashlib.sha256()
-    for key, tensor in sorted(module.state_dict().items()):
-        digest.update(key.encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def build_report(record: RunRecord, *, model_info: dict[str, Any], recipe: dict[str, Any], seed: int,

@@ -1,0 +1,58 @@
+"""`compress synthesize`: writes the set and its pictures; refuses a model without BatchNorm and a
+set made from another teacher with exit 2 and one line."""
+
+from __future__ import annotations
+
+import json
+
+from compress.cli.main import cli
+
+FAST = ["--images", "8", "--batch-size", "4", "--steps", "2"]
+
+
+
+def _one_line_error(result, exit_code: int, *needles: str) -> None:
+    assert result.exit_code == exit_code, result.output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
+    assert len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+def test_synthesize_writes_the_set_and_its_pictures(runner, tmp_path):
+    result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "s"), "--json", *FAST])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["figures"]["images"] == 8 and report["settings"]["steps"] == 2 and len(report["teacher_sha256"]) == 64
+    for name in ("synthetic.safetensors", "synthetic_samples.png", "synthetic_bn.png"):
+        assert (tmp_path / "s" / name).stat().st_size > 0
+    again = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "t"), *FAST])
+    assert again.exit_code == 0 and "reusing cached set" in again.stderr
+    assert "bn_loss_after" in again.stdout
+
+
+def test_a_model_without_batchnorm_is_refused_with_exit_2(runner, tmp_path):
+    result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn_without_bn", "--out", str(tmp_path / "s"), *FAST])
+    _one_line_error(result, 2, "synthesize", "BatchNorm", "real data")
+    assert not (tmp_path / "s" / "synthetic.safetensors").exists()
+
+
+def test_a_set_from_another_teacher_is_refused_with_exit_2(runner, tmp_path):
+    made = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "s"), *FAST])
+    assert made.exit_code == 0, made.stderr
+    result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:wide_cnn", "--input-shape", "1,1,8,8", "--out", str(tmp_path / "w"),
+                                 "--set-file", str(tmp_path / "s" / "synthetic.safetensors")])
+    _one_line_error(result, 2, "synthetic set", "hash mismatch")
+
+
+def test_bad_settings_are_refused_with_their_range(runner, tmp_path):
+    result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "s"), "--steps", "0"])
+    _one_line_error(result, 2, "steps", ">= 1")
+
+
+def test_synthesize_runs_as_a_step_of_a_run(runner, tmp_path):
+    result = runner.invoke(cli, ["run", "--model", "tiny_models:cnn", "--out", str(tmp_path / "r"), "--json", "synthesize", *FAST])
+    assert result.exit_code == 0, result.stderr
+    step = json.loads(result.stdout)["steps"][0]
+    assert step["name"] == "synthesize" and step["figures"]["images"] == 8
+    assert (tmp_path / "r" / "synthetic.safetensors").is_file() and (tmp_path / "r" / "synthetic_samples.png").is_file()

@@ -1,0 +1,83 @@
+"""BN inversion on a tiny seeded CNN: the statistics loss goes down, targets are balanced, and the
+priors and ADI's term behave as their formulas say."""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings as hsettings, strategies as st
+
+from compress.distill.settings import InversionSettings
+from compress.distill.synthetic import BNStatistics, balanced_targets, has_batchnorm, invert, js_competition, total_variation
+from tiny_models import cnn_without_bn, seeded_cnn
+
+FAST = InversionSettings(images=16, batch_size=8, steps=40, lr=0.1, bn_weight=1.0, jitter_px=1)
+
+
+def test_inversion_lowers_the_bn_statistics_loss():
+    teacher = seeded_cnn()
+    made = invert(teacher, (1, 8, 8), FAST, seed=0)
+    assert made.images.shape == (16, 1, 8, 8) and made.targets.shape == (16,)
+    assert torch.isfinite(made.images).all()
+    assert made.bn_loss_after < 0.8 * made.bn_loss_before  # the random tiny net cannot reach every statistic
+    assert len(made.layer_names) == 2 and len(made.mean_error_after) == 2
+    assert sum(made.mean_error_after) < sum(made.mean_error_before)
+
+
+def test_inversion_leaves_the_teacher_as_it_was():
+    teacher = seeded_cnn()
+    state = {k: v.clone() for k, v in teacher.state_dict().items()}
+    invert(teacher, (1, 8, 8), FAST.model_copy(update={"steps": 3}), seed=0)
+    assert all(torch.equal(state[k], v) for k, v in teacher.state_dict().items())
+    assert all(p.requires_grad for p in teacher.parameters())
+    assert not teacher._forward_hooks and all(not m._forward_hooks for m in teacher.modules())
+
+
+def test_same_seed_same_images_other_seed_other_images():
+    short = FAST.model_copy(update={"steps": 3})
+    a, b, c = (invert(seeded_cnn(), (1, 8, 8), short, seed=s) for s in (0, 0, 1))
+    assert torch.equal(a.images, b.images)
+    assert not torch.equal(a.images, c.images)
+
+
+def test_downsampled_inputs_are_smooth_upsamplings():
+    made = invert(seeded_cnn(), (1, 8, 8), FAST.model_copy(update={"steps": 3, "downsample": 4}), seed=0)
+    # A 2x2 latent upsampled has far less total variation than noise of the same scale at full resolution.
+    assert made.images.shape == (16, 1, 8, 8)
+    assert total_variation(made.images) < 0.5 * total_variation(torch.randn_like(made.images) * made.images.std())
+
+
+def test_bn_hooks_record_batch_statistics():
+    teacher = seeded_cnn()
+    stats = BNStatistics(teacher)
+    x = torch.randn(32, 1, 8, 8)
+    teacher(x)
+    first = stats.batch[0]
+    conv_out = teacher.stem[0](x)
+    assert torch.allclose(first[0], conv_out.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(first[1], conv_out.var(dim=(0, 2, 3), unbiased=False), atol=1e-5)
+    stats.remove()
+
+
+def test_has_batchnorm():
+    assert has_batchnorm(seeded_cnn())
+    assert not has_batchnorm(cnn_without_bn()[0])
+
+
+@given(count=st.integers(1, 200), classes=st.integers(1, 20), seed=st.integers(0, 2**16))
+@hsettings(max_examples=50, deadline=None)
+def test_targets_are_balanced(count, classes, seed):
+    targets = balanced_targets(count, classes, torch.Generator().manual_seed(seed))
+    counts = torch.bincount(targets, minlength=classes)
+    assert len(targets) == count and targets.max() < classes
+    assert counts.max() - counts.min() <= 1
+
+
+def test_total_variation_is_zero_for_a_constant_image():
+    assert total_variation(torch.full((2, 1, 5, 5), 3.0)) == 0
+    assert total_variation(torch.randn(2, 1, 5, 5)) > 0
+
+
+def test_competition_is_low_when_student_disagrees():
+    teacher = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
+    assert js_competition(teacher, teacher) == 1.0  # agreement: nothing to gain
+    assert js_competition(-teacher, teacher) < 1.0
