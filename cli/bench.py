@@ -8,37 +8,23 @@ from pathlib import Path
 import click
 
 from compress import atomic
-from compress.cli.options import config_options, given
+from compress.cli.options import config_options, given, with_options
 from compress.cli.render import echo_json, progress_logger, stdout, table
 from compress.config import build_config
 from compress.errors import UsageError
 from compress.measure.settings import BenchSettings
 
-# --batch and --threads keep their short names; every other option comes from BenchSettings' fields.
-_NAMED_HERE = ("batch_sizes", "threads")
-
-
-def _help(name: str) -> str:
-    return BenchSettings.model_fields[name].description or name
-
-
-def _with_settings(func):
-    for option in reversed([o for o in config_options(BenchSettings) if o.name not in _NAMED_HERE]):
-        func.__click_params__ = [*getattr(func, "__click_params__", []), option]
-    return func
-
-
 @click.command("bench")
 @click.argument("models", metavar="MODEL.onnx...", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--batch", "batch_sizes", type=click.IntRange(min=1), multiple=True, help=_help("batch_sizes") + " (repeatable) [default: 1]")
-@click.option("--threads", type=click.IntRange(min=1), multiple=True, help=_help("threads") + " (repeatable) [default: 1]")
+# Every setting's option comes from BenchSettings' fields, as for the bench step of `compress run`;
+# --batch is the short name the README uses for --batch-sizes.
+@with_options(config_options(BenchSettings, aliases={"batch_sizes": ["--batch"]}))
 @click.option("--baseline", type=click.Path(path_type=Path), metavar="MODEL.onnx",
               help="the model the others are compared with (timed too): latency ratio with its 95% interval, speed-up = the inverse")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), metavar="FILE",
               help="write the results as JSON to FILE; '-' prints them to stdout instead of the table")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="also draw p50 latency per item against batch size as a PNG (written after the JSON)")
-@_with_settings
 def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | None, plot_path: Path | None, **fields: object) -> None:
     """Time ONNX models with onnxruntime on this CPU, paired call by call: the models' calls
     alternate (ABBA), and timing stops once the 95% interval of each latency ratio (or median) is

@@ -14,13 +14,9 @@ import click
 
 from compress import atomic
 from compress.cli import render
+from compress.cli.options import config_options, with_options
 from compress.errors import UsageError
 from compress.reporting.gate import Budgets, Reading, budgets_from, junit_xml, read_budgets, read_report, violations_of
-
-
-def _help(name: str) -> str:
-    # The Budgets field descriptions are the one text for CLI help, recipe docs and JSON schema.
-    return Budgets.model_fields[name].description or name
 
 
 def _flags() -> str:
@@ -29,12 +25,7 @@ def _flags() -> str:
 
 @click.command("gate")
 @click.argument("report_path", metavar="REPORT.json", type=click.Path(path_type=Path))
-@click.option("--max-onnx-mb", type=float, metavar="MB", help=_help("max_onnx_mb"))
-@click.option("--max-params", type=int, metavar="N", help=_help("max_params"))
-@click.option("--max-p90-ms", type=float, metavar="MS", help=_help("max_p90_ms"))
-@click.option("--max-latency-ratio", type=float, metavar="X", help=_help("max_latency_ratio"))
-@click.option("--max-quality-drop", type=float, metavar="X", help=_help("max_quality_drop"))
-@click.option("--require-parity/--no-require-parity", default=None, help=_help("require_parity"))
+@with_options(config_options(Budgets))  # one option per budget, from the Budgets fields
 @click.option("--junit", "junit_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="also write the result as JUnit XML to FILE, for CI test reports")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON instead of a table")

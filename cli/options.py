@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
 from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from compress.config import field_bounds
 
 
 def parse_shape(_ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[tuple[int, ...], ...]:
@@ -47,24 +50,51 @@ def load_model(spec: str, weights: str | None, input_shapes, seq_len: int, task:
                 output=output_name, log=progress_logger())
 
 
-def config_options(config: type[BaseModel]) -> list[click.Option]:
-    """One click option per config field; unset options stay out, so the config's defaults apply."""
-    return [_option(name, info) for name, info in config.model_fields.items()]
+def config_options(config: type[BaseModel], aliases: Mapping[str, Sequence[str]] | None = None) -> list[click.Option]:
+    """One click option per config field, built from the field alone: `--name-with-dashes` (plus
+    any `aliases`), the description as help, the type and its bounds as a click type (IntRange /
+    FloatRange with the Field's bounds, Choice for a Literal, a --x/--no-x pair for a bool, a
+    repeatable option with the item's type for a tuple). Every option defaults to None, so an
+    option left out stays out and the config's own default applies."""
+    return [_option(name, info, tuple((aliases or {}).get(name, ()))) for name, info in config.model_fields.items()]
 
 
-def _option(name: str, info: Any) -> click.Option:
-    annotation = _strip_optional(info.annotation)
+def _option(name: str, info: FieldInfo, aliases: tuple[str, ...]) -> click.Option:
     flag = "--" + name.replace("_", "-")
-    help_text = f"{info.description or ''} [default: {_default(info.default)}]"
-    origin = typing.get_origin(annotation)
+    annotation = _strip_optional(info.annotation)
+    repeatable = typing.get_origin(annotation) in (tuple, list)
+    help_text = (info.description or "") + (" (repeatable)" if repeatable else "") \
+        + ("" if info.default is None else f" [default: {_default(info.default)}]")
     if annotation is bool:
         return click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
-    if origin is typing.Literal:
-        return click.Option([flag, name], type=click.Choice([str(a) for a in typing.get_args(annotation)]), default=None, help=help_text)
-    if origin in (tuple, list):
-        item = typing.get_args(annotation)[0]
-        return click.Option([flag, name], type=item, multiple=True, default=None, help=help_text + " (repeatable)")
-    return click.Option([flag, name], type=annotation if annotation in (int, float, str) else str, default=None, help=help_text)
+    if repeatable:
+        item, constraints = _unwrap(typing.get_args(annotation)[0])
+        return click.Option([flag, *aliases, name], type=_click_type(item, constraints), multiple=True, default=None, help=help_text)
+    item, constraints = _unwrap(annotation)
+    return click.Option([flag, *aliases, name], type=_click_type(item, [*constraints, *info.metadata]), default=None, help=help_text)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, list[Any]]:
+    """`Annotated[int, Strict(), Field(ge=1)]` -> (int, [its constraints])."""
+    if typing.get_origin(annotation) is not typing.Annotated:
+        return annotation, []
+    base, *extras = typing.get_args(annotation)
+    constraints = [c for extra in extras for c in (extra.metadata if isinstance(extra, FieldInfo) else [extra])]
+    return base, constraints
+
+
+def _click_type(annotation: Any, constraints: list[Any]) -> click.ParamType:
+    if typing.get_origin(annotation) is typing.Literal:
+        return click.Choice([str(a) for a in typing.get_args(annotation)])
+    if annotation in (int, float):
+        bounds: dict[str, Any] = {}
+        for sign, value in field_bounds(constraints):
+            side = "min" if sign.startswith(">") else "max"
+            bounds[side], bounds[f"{side}_open"] = value, "=" not in sign
+        if annotation is int:
+            return click.IntRange(**bounds) if bounds else click.INT
+        return click.FloatRange(**bounds) if bounds else click.FLOAT
+    return click.STRING
 
 
 def _strip_optional(annotation: Any) -> Any:
@@ -79,6 +109,15 @@ def _default(value: Any) -> str:
     if isinstance(value, (tuple, list)):
         return ", ".join(str(v) for v in value) or "none"
     return str(value)
+
+
+def with_options(options: list[click.Option]) -> Callable[[Callable], Callable]:
+    """Attach built options to a click command function, in their order."""
+    def decorate(func: Callable) -> Callable:
+        func.__click_params__ = [*getattr(func, "__click_params__", []), *reversed(options)]  # click's own store, last first
+        return func
+
+    return decorate
 
 
 def given(options: dict[str, Any]) -> dict[str, Any]:

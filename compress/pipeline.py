@@ -80,8 +80,8 @@ def check_order(steps: Sequence[Step]) -> None:
             lost.pop(kind, None)
     if "onnx" in lost:
         where, name = lost["onnx"]
-        raise UsageError(where, "changes the torch model after its ONNX file was written, and no later step writes it again",
-                         f"add {_givers('onnx')} after {name}, so the ONNX in the run folder is the final model")
+        raise UsageError(where, "changes the torch model after its ONNX file was written",
+                         f"no later step writes it again; add {_givers('onnx')} after {name}, so the ONNX in the run folder is the final model")
 
 
 def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:

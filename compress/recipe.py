@@ -15,7 +15,9 @@ and keys get a "did you mean", out-of-range values get the allowed range.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,10 +28,13 @@ from compress.errors import UsageError
 from compress.reporting.gate import Budgets
 from compress.passes import PASSES
 from compress.pipeline import Step, check_order
-from compress.config import build_config, did_you_mean
+from compress.config import build_config, combine, did_you_mean
 
 RECIPE_VERSION = 1
 TOP_KEYS = ("version", "model", "steps", "gates")
+# A recipe is a few lines; these bounds keep a hostile or mistaken file cheap to refuse.
+MAX_RECIPE_BYTES = 1_000_000
+MAX_YAML_NODES = 10_000
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,9 @@ class Recipe:
 def read_recipe(path: str | Path) -> Recipe:
     path = Path(path)
     try:
+        size = path.stat().st_size
+        if size > MAX_RECIPE_BYTES:
+            raise UsageError("recipe", path, f"is {size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES:,} (steps and gates take a few lines)")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise UsageError("recipe", path, "file not found; check the path") from exc
@@ -70,28 +78,88 @@ def default_recipe() -> Recipe:
 
 
 def parse_recipe(text: str, origin: str) -> Recipe:
+    """The recipe in `text`; every problem in it (top keys, version, each step's options, gates,
+    model) is reported at once in one UsageError, then the order of the steps is checked."""
+    if len(text) > MAX_RECIPE_BYTES:
+        raise UsageError("recipe", origin, f"is {len(text):,} characters; a recipe is at most {MAX_RECIPE_BYTES:,}")
+    data = load_yaml(text, origin)
+    if not isinstance(data, dict):
+        raise UsageError("recipe", origin, "must be a YAML mapping with version, steps and optional gates")
+    errors: list[UsageError] = []
+    steps: list[Step] = []
+    for key in data:
+        if key not in TOP_KEYS:
+            errors.append(UsageError("recipe key", key, f"unknown{did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}"))
+    version = data.get("version")
+    if type(version) is not int or version != RECIPE_VERSION:  # type(): True == 1 and "1" are not the version
+        fix = f"must be the integer {RECIPE_VERSION} (write version: {RECIPE_VERSION}, without quotes)" if isinstance(version, str) and version.strip() == str(RECIPE_VERSION) \
+            else f"this compress reads version: {RECIPE_VERSION}"
+        errors.append(UsageError("recipe version", repr(version) if isinstance(version, str) else version, fix))
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        errors.append(UsageError("recipe steps", raw_steps, "give a list of steps, e.g. [{export: {opset: 17}}]"))
+    else:
+        steps = _collect(errors, [partial(_parse_step, item, i) for i, item in enumerate(raw_steps)])
+    gates = _collect(errors, [partial(build_config, Budgets, data.get("gates") or {}, "gates")])
+    model = data.get("model")
+    if model is not None and not isinstance(model, str):
+        errors.append(UsageError("recipe model", model, "give a model name or path as a string"))
+    if errors:
+        raise combine(errors)
+    return Recipe(tuple(steps), gates[0], model)
+
+
+def _collect(errors: list[UsageError], makers: Iterable[Callable[[], Any]]) -> list[Any]:
+    """What each maker builds; a maker's UsageError goes to `errors` instead, so all are reported."""
+    built = []
+    for make in makers:
+        try:
+            built.append(make())
+        except UsageError as exc:
+            errors.append(exc)
+    return built
+
+
+def load_yaml(text: str, origin: str) -> Any:
+    """`yaml.safe_load`, refusing a document whose aliases expand to more than MAX_YAML_NODES
+    values (a "billion laughs" of a few hundred bytes would otherwise take minutes and gigabytes)
+    or that refers to itself. The check walks the composed node graph once, before anything is
+    constructed."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        if _expanded_size(node, {}) > MAX_YAML_NODES:
+            raise UsageError("recipe", origin, f"expands to more than {MAX_YAML_NODES:,} values through YAML aliases (&/*); write the values out")
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{origin} line {mark.line + 1}" if mark else origin
         raise UsageError("recipe", where, f"is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from exc
-    if not isinstance(data, dict):
-        raise UsageError("recipe", origin, "must be a YAML mapping with version, steps and optional gates")
-    for key in data:
-        if key not in TOP_KEYS:
-            raise UsageError("recipe key", key, f"unknown{did_you_mean(key, TOP_KEYS)}; the keys are {', '.join(TOP_KEYS)}")
-    if data.get("version") != RECIPE_VERSION:
-        raise UsageError("recipe version", data.get("version"), f"this compress reads version: {RECIPE_VERSION}")
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
-        raise UsageError("recipe steps", raw_steps, "give a list of steps, e.g. [{export: {opset: 17}}]")
-    steps = tuple(_parse_step(item, i) for i, item in enumerate(raw_steps))
-    gates = build_config(Budgets, data.get("gates") or {}, "gates")
-    model = data.get("model")
-    if model is not None and not isinstance(model, str):
-        raise UsageError("recipe model", model, "give a model name or path as a string")
-    return Recipe(steps, gates, model)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """Values under `node` with every alias expanded, counted per distinct node (memoized), so
+    the count costs one visit per node however large the expansion; a cycle counts as too many."""
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    sizes[key] = MAX_YAML_NODES + 1  # seen again before it is done: the node contains itself
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = node.value
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1
+    for child in children:
+        total += _expanded_size(child, sizes)
+        if total > MAX_YAML_NODES:
+            break
+    sizes[key] = total
+    return total
 
 
 def _parse_step(item: Any, index: int) -> Step:
@@ -100,6 +168,8 @@ def _parse_step(item: Any, index: int) -> Step:
     if not isinstance(item, dict) or len(item) != 1:
         raise UsageError(f"recipe step {index + 1}", item, "each step is one mapping: {pass_name: {option: value}}")
     ((name, options),) = item.items()
+    if name not in PASSES:
+        raise UsageError(f"recipe step {index + 1} pass", name, f"unknown{did_you_mean(name, PASSES)}; the passes are {', '.join(PASSES)}")
     return make_step(name, options or {}, f"step {index + 1} ({name})")
 
 

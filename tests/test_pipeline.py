@@ -116,8 +116,8 @@ def _recipe(*names: str) -> str:
      "only the ONNX, so the torch model no longer matches it; put train before quantize_onnx"),
     (("export", "quantize_onnx", "export"), "step 3 (export): needs the torch model: step 2 (quantize_onnx) changed only the ONNX"),
     (("quantize_onnx",), "step 1 (quantize_onnx): needs an ONNX file of the current model: put export before quantize_onnx"),
-    (("export", "shrink"), "step 2 (shrink): changes the torch model after its ONNX file was written, and no later step "
-     "writes it again: add export after shrink"),
+    (("export", "shrink"), "step 2 (shrink): changes the torch model after its ONNX file was written: no later step "
+     "writes it again; add export after shrink"),
 ])
 def test_wrong_order_is_refused_when_the_recipe_is_read(fake_passes, names, message):
     with pytest.raises(UsageError) as caught:

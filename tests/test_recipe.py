@@ -5,7 +5,7 @@ import yaml
 
 from compress.errors import UsageError
 from compress.passes import PASSES
-from compress.recipe import default_recipe, make_step, parse_recipe
+from compress.recipe import default_recipe, make_step, parse_recipe, read_recipe
 
 
 def _recipe(steps, gates=None) -> str:
@@ -52,3 +52,90 @@ def test_bad_recipes_name_the_problem(text, message):
 def test_a_step_may_be_a_bare_name():
     recipe = parse_recipe("version: 1\nsteps: [export]\n", "r.yaml")
     assert recipe.steps[0].config.opset == 17
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tolerance": True}, "step 1 (export) option tolerance: True: input should be a valid number"),
+        ({"opset": "18"}, "step 1 (export) option opset: '18': input should be a valid integer"),
+        ({"opset": 18.0}, "step 1 (export) option opset: 18.0: input should be a valid integer"),
+        ({"filename": 5}, "step 1 (export) option filename: 5: input should be a valid string"),
+    ],
+)
+def test_configs_are_strict(options, message):
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(_recipe([{"export": options}]), "r.yaml")
+    assert str(caught.value).startswith(message)
+
+
+def test_an_int_is_a_float_and_a_list_is_a_tuple():
+    recipe = parse_recipe(_recipe([{"export": {"tolerance": 1}}, {"bench": {"batch_sizes": [1, 8]}}]), "r.yaml")
+    assert recipe.steps[0].config.tolerance == 1.0 and recipe.steps[1].config.batch_sizes == (1, 8)
+    with pytest.raises(UsageError, match=r"step 2 \(bench\) option batch_sizes.0: True: input should be a valid integer"):
+        parse_recipe(_recipe([{"export": {}}, {"bench": {"batch_sizes": [True]}}]), "r.yaml")
+
+
+def test_every_problem_of_a_recipe_is_reported_at_once_in_one_line():
+    text = _recipe([{"export": {"opset": "18", "tolerance": True}}, {"bnch": {}}, {"bench": {"iters": 0}}],
+                   {"max_onnx_mb": -1}) + "extra: 1\n"
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(text, "r.yaml")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("input: 6 problems: ")
+    for part in ("recipe key: extra: unknown", "step 1 (export) option opset: '18'", "step 1 (export) option tolerance: True",
+                 "recipe step 2 pass: bnch: unknown; did you mean 'bench'?", "step 3 (bench) option iters: 0",
+                 "gates option max_onnx_mb: -1"):
+        assert part in message, part
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('version: "1"\nsteps: [export]\n', "recipe version: '1': must be the integer 1 (write version: 1, without quotes)"),
+        ("version: true\nsteps: [export]\n", "recipe version: True: this compress reads version: 1"),
+        ("version: 2\nsteps: [export]\n", "recipe version: 2: this compress reads version: 1"),
+    ],
+)
+def test_the_version_is_the_integer_one(text, message):
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(text, "r.yaml")
+    assert str(caught.value) == message
+
+
+BOMB = "\n".join(["version: 1", "a: &a [x, x, x, x, x, x, x, x, x]"]
+                 + [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]" for i in range(8)]
+                 + ["steps: [export]"]) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
+    import time
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(BOMB)
+    assert len(BOMB) < 500  # 9**9 values once expanded
+    started = time.perf_counter()
+    with pytest.raises(UsageError) as caught:
+        read_recipe(path)
+    assert time.perf_counter() - started < 1.0
+    assert str(caught.value) == f"recipe: {path}: expands to more than 10,000 values through YAML aliases (&/*); write the values out"
+
+
+def test_a_recipe_that_contains_itself_is_refused():
+    with pytest.raises(UsageError, match="expands to more than 10,000 values"):
+        parse_recipe("version: 1\nsteps: &s [export, *s]\n", "r.yaml")
+
+
+def test_a_huge_recipe_file_is_refused_before_it_is_read(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("version: 1\nsteps: [export]\n" + "#" * 1_000_001)
+    with pytest.raises(UsageError, match=r"is 1,000,028 bytes; a recipe is at most 1,000,000"):
+        read_recipe(path)
+
+
+def test_a_long_bad_value_is_cut_in_the_one_line_message():
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(_recipe([{"export": {"filename": "x" * 5000}}]), "r.yaml")
+    message = str(caught.value)
+    assert len(message) < 300 and "…" in message and message.startswith("step 1 (export) option filename: 'xxxx")

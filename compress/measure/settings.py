@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from compress.config import StrictConfig
 
 PositiveInt = Annotated[int, Field(ge=1)]
 
 
-class BenchSettings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class BenchSettings(StrictConfig):
 
     batch_sizes: tuple[PositiveInt, ...] = Field(
         (1,), min_length=1, description="batch sizes to time; each fills the model's dynamic batch axis"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
+from compress.config import StrictConfig
 from compress.context import Context, Result
 from compress.errors import RunFailed
 
@@ -15,9 +16,7 @@ if TYPE_CHECKING:
     from compress.onnx.parity import Parity
 
 
-class ExportConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class ExportConfig(StrictConfig):
     opset: int = Field(17, ge=17, le=21, description="ONNX opset version of the exported graph")
     tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out and random inputs, relative to the largest output magnitude when that exceeds 1; over it the run fails")
     parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime (random inputs at two batch sizes, and two sequence lengths for text, are always compared too)")

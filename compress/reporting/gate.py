@@ -12,43 +12,41 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from compress.errors import UsageError
-from compress.config import build_config
+from compress.config import StrictConfig, build_config
 from compress.reporting.digest import check_files
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
 
 BYTES_PER_MB = 1_000_000
 
 
-class Budgets(BaseModel):
-    """Limits on the final model; None leaves a budget unchecked. Strict types so that a recipe's
-    `max_onnx_mb: true` or `max_params: "1e6"` is an error rather than a silent 1.0."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class Budgets(StrictConfig):
+    """Limits on the final model; None leaves a budget unchecked. Strict (StrictConfig) so that a
+    recipe's `max_onnx_mb: true` or `max_params: "1e6"` is an error rather than a silent 1.0."""
 
     max_onnx_mb: float | None = Field(
-        None, gt=0, allow_inf_nan=False, strict=True,
+        None, gt=0, allow_inf_nan=False,
         description="largest final ONNX file allowed, in MB (1 MB = 1,000,000 bytes)",
     )
     max_params: int | None = Field(
-        None, gt=0, strict=True, description="most parameters the final model may have"
+        None, gt=0, description="most parameters the final model may have"
     )
     max_p90_ms: float | None = Field(
-        None, gt=0, allow_inf_nan=False, strict=True,
+        None, gt=0, allow_inf_nan=False,
         description="slowest p90 latency allowed for the final ONNX model, in ms (at the bench step's first batch size and thread count)",
     )
     max_latency_ratio: float | None = Field(
-        None, gt=0, allow_inf_nan=False, strict=True,
+        None, gt=0, allow_inf_nan=False,
         description="largest final/original latency ratio allowed (0.5 = at least twice as fast), checked against the upper end of the paired ratio's 95% interval: the gate passes only when the model is within the budget with confidence, and machine noise widens the interval rather than flipping the verdict",
     )
     max_quality_drop: float | None = Field(
-        None, ge=0, allow_inf_nan=False, strict=True,
+        None, ge=0, allow_inf_nan=False,
         description="largest drop allowed in the primary quality metric, as a fraction (0.01 = 1 point); measured on the final ONNX when the run wrote one, else on the torch model",
     )
     require_parity: bool | None = Field(
-        None, strict=True, description="require the ONNX parity check to have run and passed"
+        None, description="require the ONNX parity check to have run and passed"
     )
 
     def checked(self) -> list[str]:

@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from click.testing import CliRunner
 
+from cli_checks import one_line_error
+
 main = pytest.importorskip("compress.cli.main", reason="compress.cli.main is not wired yet")
 
 
@@ -103,9 +105,10 @@ def test_no_budgets_is_a_usage_error(tmp_path):
 
 
 def test_a_bad_budget_value_is_a_usage_error(tmp_path):
-    result = _gate(_write_report(tmp_path), "--max-onnx-mb", "-1")
-    assert result.exit_code == 2
-    assert "gates option max_onnx_mb: -1.0: input should be greater than 0 (allowed: > 0)" in result.stderr
+    one_line_error(_gate(_write_report(tmp_path), "--max-onnx-mb", "-1"), 2, "'--max-onnx-mb': -1.0 is not in the range x>0")
+    one_line_error(_gate(_write_report(tmp_path), "--max-params", "1e6"), 2, "'--max-params': '1e6' is not a valid integer range")
+    one_line_error(_gate(_write_report(tmp_path), "--max-p90-ms", "inf"), 2,
+                   "gates option max_p90_ms: inf: input should be a finite number (allowed: > 0)")
 
 
 def test_a_report_that_is_not_json_is_a_usage_error(tmp_path):
@@ -120,5 +123,7 @@ def test_help_shows_the_budget_descriptions():
     result = _gate("--help")
     assert result.exit_code == 0
     text = " ".join(result.stdout.split())  # click wraps help at 80 columns
-    assert "--max-onnx-mb MB largest final ONNX file allowed, in MB (1 MB = 1,000,000 bytes)" in text
+    assert "--max-onnx-mb FLOAT RANGE largest final ONNX file allowed, in MB (1 MB = 1,000,000 bytes) [x>0]" in text
+    assert "--max-params INTEGER RANGE most parameters the final model may have [x>0]" in text
+    assert "--require-parity / --no-require-parity" in text
     assert "--require-parity / --no-require-parity require the ONNX parity check" in text

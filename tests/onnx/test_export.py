@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from compress.data.specs import Dataset
-from compress.errors import UsageError
+from compress.errors import RunFailed, UsageError
 from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 from compress.onnx.parity import check_parity
@@ -41,7 +41,7 @@ def test_parity_reports_the_difference(tmp_path):
 def test_failed_export_leaves_no_file(tmp_path):
     model = load("tiny_models:cnn")
     broken = model.replace(example_inputs=(torch.randn(1, 3, 8, 8),))  # wrong channel count
-    with pytest.raises(Exception):
+    with pytest.raises(RunFailed, match=r"no exporter could export cnn \(torchscript: RuntimeError: .*; dynamo: "):
         export_onnx(broken, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 

@@ -157,7 +157,7 @@ def test_a_report_without_gates_takes_the_flags_alone():
         ({"max_params": 1.5e6}, "gates option max_params: 1500000.0: input should be a valid integer (allowed: > 0)"),
         ({"max_latency_ratio": True}, "gates option max_latency_ratio: True: input should be a valid number (allowed: > 0)"),
         ({"max_quality_drop": -0.01}, "gates option max_quality_drop: -0.01: input should be greater than or equal to 0 (allowed: >= 0)"),
-        ({"require_parity": "yes"}, "gates option require_parity: yes: input should be a valid boolean"),
+        ({"require_parity": "yes"}, "gates option require_parity: 'yes': input should be a valid boolean"),
         ({"max_onnx_size": 1}, "gates option: max_onnx_size: unknown; did you mean 'max_onnx_mb'?; the options are "),
     ],
 )
