@@ -11,7 +11,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from compress.config import StrictConfig
 
 from compress.context import Context, Result
 from compress.errors import UsageError
@@ -22,8 +24,7 @@ if TYPE_CHECKING:
 DEFAULT_RATIO = 0.5
 
 
-class PruneConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class PruneConfig(StrictConfig):
 
     ratio: float | None = Field(None, gt=0, lt=1, description="fraction of the channels (CNNs) or heads and FFN neurons (Transformers) removed from each prunable group, as Torch-Pruning's pruning_ratio; 0.5 when no target is given")
     head_ratio: float | None = Field(None, ge=0, lt=1, description="Transformers: fraction of each layer's attention heads removed (default: --ratio)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from compress.config import StrictConfig
 from compress.context import Context
 from compress.data.specs import load_data
 from compress.loading.checkpoint import load
@@ -48,4 +49,4 @@ def test_every_pass_declares_its_contract():
         assert spec.needs <= {"torch", "onnx"}, name
         assert spec.gives <= {"onnx", "parity", "latency"}, name
         assert spec.changes in ("nothing", "torch", "onnx"), name
-        assert spec.config.model_config.get("frozen") and spec.config.model_config.get("extra") == "forbid", name
+        assert issubclass(spec.config, StrictConfig), name  # frozen, extra="forbid", strict
