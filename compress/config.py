@@ -73,7 +73,9 @@ def _one_error(cls: type[BaseModel], error: Any, where: str) -> UsageError:
     info = fields.get(str(error["loc"][0])) if error["loc"] else None
     allowed = allowed_range(info) if info is not None else ""
     value = error.get("input")
-    return UsageError(f"{where} option {key}", repr(value) if isinstance(value, str) else value, f"{error['msg'].lower()}{allowed}")
+    # A string of the wrong type is quoted, so `'18'` reads apart from 18.
+    shown = repr(value) if isinstance(value, str) and error["type"].endswith("_type") else value
+    return UsageError(f"{where} option {key}", shown, f"{error['msg'].lower()}{allowed}")
 
 
 def allowed_range(info: Any) -> str:

@@ -138,4 +138,4 @@ def test_a_long_bad_value_is_cut_in_the_one_line_message():
     with pytest.raises(UsageError) as caught:
         parse_recipe(_recipe([{"export": {"filename": "x" * 5000}}]), "r.yaml")
     message = str(caught.value)
-    assert len(message) < 300 and "…" in message and message.startswith("step 1 (export) option filename: 'xxxx")
+    assert len(message) < 300 and "…" in message and message.startswith("step 1 (export) option filename: xxxx")

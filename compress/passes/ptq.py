@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
+
+from compress.config import StrictConfig
 
 from compress.context import Context, Result
 from compress.errors import RunFailed, UsageError
@@ -24,8 +26,7 @@ if TYPE_CHECKING:
     from compress.model import Model
 
 
-class PtqConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class PtqConfig(StrictConfig):
 
     engine: Literal["ort", "inc"] = Field("ort", description="quantizer: ort (onnxruntime) or inc (Intel Neural Compressor, an optional extra)")
     mode: Mode = Field("auto", description="static (calibrated QDQ), dynamic (activation ranges per call, MatMul only) or auto: static for float inputs (CNNs), dynamic for token inputs (text encoders)")
