@@ -11,7 +11,9 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from compress.config import StrictConfig
 
 from compress.context import Context, Result
 from compress.errors import UsageError
@@ -26,9 +28,7 @@ if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this modul
 CURVE_FILE = "kd_curve.png"
 
 
-class DistillConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class DistillConfig(StrictConfig):
     data: str | None = Field(None, description="training data spec, e.g. digits:train or text:train (never the held-out data); required")
     steps: int = Field(300, ge=1, le=1_000_000, description="optimizer steps")
     lr: float = Field(1e-3, gt=0, le=1, description="peak AdamW learning rate (after warm-up; cosine decay to a tenth of it)")

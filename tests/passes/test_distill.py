@@ -77,7 +77,7 @@ def test_distill_refuses_missing_data_and_data_that_does_not_fit(tmp_path, tiny_
 def _one_line_error(result, *needles: str) -> str:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("compress: ") and "Traceback" not in result.stderr
+    assert lines[-1].startswith(("compress: ", "Error: ")) and "Traceback" not in result.stderr  # ours, or click's for an option
     for needle in needles:
         assert needle in lines[-1]
     return lines[-1]
@@ -88,7 +88,7 @@ def _one_line_error(result, *needles: str) -> str:
     (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
     (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
     (["distill", "--data", "digits:train", "--kl", "0"], ["distill", "all 0"]),
-    (["distill", "--data", "digits:train", "--temperature", "0"], ["temperature", "allowed: > 0"]),
+    (["distill", "--data", "digits:train", "--temperature", "0"], ["'--temperature'", "0.0 is not in the range 0<x<=100"]),
 ])
 def test_cli_refuses_bad_distill_input_with_one_line(runner, tmp_path, args, needles):
     result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), *args])
