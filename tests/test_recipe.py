@@ -77,7 +77,7 @@ def test_an_int_is_a_float_and_a_list_is_a_tuple():
 
 
 def test_every_problem_of_a_recipe_is_reported_at_once_in_one_line():
-    text = _recipe([{"export": {"opset": "18", "tolerance": True}}, {"bnch": {}}, {"bench": {"iters": 0}}],
+    text = _recipe([{"export": {"opset": "18", "tolerance": True}}, {"bnch": {}}, {"bench": {"min_calls": 0}}],
                    {"max_onnx_mb": -1}) + "extra: 1\n"
     with pytest.raises(UsageError) as caught:
         parse_recipe(text, "r.yaml")
@@ -85,7 +85,7 @@ def test_every_problem_of_a_recipe_is_reported_at_once_in_one_line():
     assert "\n" not in message
     assert message.startswith("input: 6 problems: ")
     for part in ("recipe key: extra: unknown", "step 1 (export) option opset: '18'", "step 1 (export) option tolerance: True",
-                 "recipe step 2 pass: bnch: unknown; did you mean 'bench'?", "step 3 (bench) option iters: 0",
+                 "recipe step 2 pass: bnch: unknown; did you mean 'bench'?", "step 3 (bench) option min_calls: 0",
                  "gates option max_onnx_mb: -1"):
         assert part in message, part
 

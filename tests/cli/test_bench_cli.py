@@ -73,7 +73,7 @@ def test_json_dash_prints_only_json_on_stdout(cnn: Path) -> None:
     ("--min-calls", "3", "'--min-calls': 3 is not in the range 12<=x<=1000000"),
     ("--target-pct", "0", "'--target-pct': 0.0 is not in the range 0<x<=50"),
     ("--max-seconds", "-1", "'--max-seconds': -1.0 is not in the range 0<x<=3600"),
-    ("--warmup", "-1", "'--warmup': -1 is not in the range x>=0"),
+    ("--warmup", "-1", "'--warmup': -1 is not in the range 0<=x<=1000"),
 ])
 def test_bad_counts_are_refused_naming_the_option(cnn: Path, option: str, value: str, named: str) -> None:
     one_line_error(_bench(cnn, option, value), 2, named)
