@@ -3,13 +3,13 @@ the PASSES table can read them without importing torch."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from compress.config import StrictConfig
 
 
-class InversionSettings(BaseModel):
+class InversionSettings(StrictConfig):
     """How a synthetic set is made; every field changes the images, so all of them key the cache."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
 
     images: int = Field(256, ge=1, le=100_000, description="number of synthetic inputs to make")
     batch_size: int = Field(64, ge=2, le=4096, description="inputs optimised together; BN batch statistics are matched per batch")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from cli_checks import one_line_error
 from compress.cli.main import cli
 
 FAST = ["--images", "8", "--batch-size", "4", "--steps", "2"]
@@ -47,7 +48,7 @@ def test_a_set_from_another_teacher_is_refused_with_exit_2(runner, tmp_path):
 
 def test_bad_settings_are_refused_with_their_range(runner, tmp_path):
     result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "s"), "--steps", "0"])
-    _one_line_error(result, 2, "steps", ">= 1")
+    one_line_error(result, 2, "'--steps': 0 is not in the range 1<=x<=100000")  # click, from the Field bounds
 
 
 def test_synthesize_runs_as_a_step_of_a_run(runner, tmp_path):
