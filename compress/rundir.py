@@ -19,6 +19,7 @@ import signal
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from compress.atomic import ensure_writable_dir, umask
 from compress.errors import UsageError
@@ -142,3 +143,16 @@ def _swap(staging: Path, out: Path) -> None:
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def relative_paths(value: Any, folder: Path) -> Any:
+    """`value` (JSON-like) with every path inside `folder` written relative to it: what a run
+    records must not name its staging folder, which is gone once swapped in, and a relative record
+    stays true when the folder moves."""
+    if isinstance(value, dict):
+        return {k: relative_paths(v, folder) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [relative_paths(v, folder) for v in value]
+    if isinstance(value, (str, Path)) and Path(value).is_absolute() and Path(value).is_relative_to(folder):
+        return str(Path(value).relative_to(folder))
+    return value

@@ -19,7 +19,7 @@ from compress.reporting.gate import check
 from compress.model import Model, save
 from compress.pipeline import run as run_steps
 from compress.recipe import Recipe
-from compress.rundir import run_folder
+from compress.rundir import relative_paths, run_folder
 from compress.reporting.digest import state_sha256
 from compress.reporting.report import build_report, write_report
 
@@ -76,14 +76,3 @@ def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, data: str | None
     write_report(report, out)
     return report
 
-
-def relative_paths(value: Any, folder: Path) -> Any:
-    """`value` with every path inside `folder` written relative to it: the staging folder's name
-    is gone once it is swapped in, and a relative report stays true when the folder moves."""
-    if isinstance(value, dict):
-        return {k: relative_paths(v, folder) for k, v in value.items()}
-    if isinstance(value, list):
-        return [relative_paths(v, folder) for v in value]
-    if isinstance(value, (str, Path)) and Path(value).is_absolute() and Path(value).is_relative_to(folder):
-        return str(Path(value).relative_to(folder))
-    return value

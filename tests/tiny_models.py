@@ -189,3 +189,18 @@ def cnn_without_bn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     torch.manual_seed(0)
     module = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
     return module.eval(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
+
+
+class InterruptedInParity(TinyCNN):
+    """Runs at batch 1 (load, checks, export), then Ctrl-C when export's parity feeds a batch of
+    2: an interruption while the run folder is half written."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > 1:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def interrupted_in_parity() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return InterruptedInParity().eval(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))

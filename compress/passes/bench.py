@@ -13,6 +13,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from compress.atomic import write_text
+from compress.rundir import relative_paths
 from compress.context import Context, Result
 from compress.errors import UsageError
 from compress.measure.settings import BenchSettings
@@ -69,7 +70,8 @@ def bench(model: Model, config: BenchSettings, ctx: Context) -> Result:
         "original_onnx_bytes": theirs["bytes"],
         **figures,
     }
-    artifacts["bench_json"] = write_text(ctx.run_dir / "bench.json", json.dumps(report.to_json(), indent=2) + "\n")
+    bench_json = relative_paths(report.to_json(), ctx.run_dir)  # the run folder's own files, by name
+    artifacts["bench_json"] = write_text(ctx.run_dir / "bench.json", json.dumps(bench_json, indent=2) + "\n")
     # Every figure is a latency figure: the summary copies them under the names given here.
     return Result(model, figures, artifacts, {"latency": figures})
 

@@ -146,3 +146,12 @@ def test_a_killed_run_leaves_a_lock_and_staging_that_the_next_run_takes_over(run
     assert result.exit_code == 0, result.stderr
     assert f"from pid {slow.pid}" in result.stderr and "removed 1 leftover(s)" in result.stderr
     assert sorted(p.name for p in good_run.parent.iterdir()) == ["x"]
+
+
+def test_no_file_of_a_run_names_its_staging_folder(runner, tmp_path):
+    out = tmp_path / "x"
+    result = runner.invoke(cli, [*TINY, "--out", str(out), "export", "bench", "--warmup", "0", "--max-seconds", "0.2"])
+    assert result.exit_code == 0, result.stderr
+    for path in (out / "report.json", out / "bench.json", out / "report.md"):
+        assert ".staging." not in path.read_text(), path.name
+    assert {m["path"] for m in json.loads((out / "bench.json").read_text())["models"].values()} <= {"model.onnx", "original.onnx"}
