@@ -1,11 +1,11 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Both create .venv and install
+# Two commands on a fresh machine: `make demo` and `make test` (`make test-all` adds the slow tests). Both create .venv and install
 # through constraints.txt, which pins the CPU build of torch (an unpinned torch pulls CUDA).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-all install clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/compress run
 
+# The fast suite: everything but the tests marked slow (the real MiniLM, digits training).
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# Everything, slow tests included (what CI runs).
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 clean:

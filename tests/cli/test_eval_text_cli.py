@@ -11,6 +11,9 @@ from compress.data.corpus import corpus
 from compress.loading.checkpoint import load
 from compress.onnx.export import export_onnx
 
+# The real all-MiniLM-L6-v2 (22.7 M parameters): loading and exporting it takes seconds per test.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def minilm_onnx(tmp_path_factory):

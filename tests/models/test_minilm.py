@@ -13,6 +13,9 @@ from compress.errors import UsageError
 from compress.model import Model, Source
 from compress.models import minilm
 
+# The real all-MiniLM-L6-v2 (22.7 M parameters): loading and exporting it takes seconds per test.
+pytestmark = pytest.mark.slow
+
 SEQ_LEN = 64
 HIDDEN = 384
 
@@ -118,7 +121,6 @@ def test_onnx_export_runs_in_onnxruntime_like_torch(model, sentences, tmp_path):
     assert F.cosine_similarity(torch.from_numpy(onnx_out), torch.from_numpy(torch_out)).min().item() >= 0.99999
 
 
-@pytest.mark.slow
 def test_minilm_saved_from_a_folder_reloads_after_the_folder_is_gone(tmp_path, sentences):
     """The real MiniLM as a Hugging Face folder: saved, the folder deleted, rebuilt the same."""
     import shutil
