@@ -33,7 +33,7 @@ def model_options(func: Callable) -> Callable:
     for option in reversed([
         click.option("--weights", type=click.Path(dir_okay=False), help="Weights for a pkg.module:factory model: .safetensors or a .pt state dict."),
         click.option("--input-shape", "input_shapes", multiple=True, callback=parse_shape, help="Example input shape, e.g. 1,3,32,32 (repeat for several inputs)."),
-        click.option("--seq-len", type=click.IntRange(1, 8192), default=128, show_default=True, help="Sequence length of text example inputs and text data."),
+        click.option("--seq-len", type=click.IntRange(1, 8192), default=None, help="Sequence length of a text model's example inputs, text data and bench [default: the model's own, 128 for text encoders]."),
         click.option("--task", type=click.Choice(["classification", "embedding"]), default=None, help="What the model's output is (default: inferred)."),
         click.option("--trust-pickle", is_flag=True, help="Allow loading a pickled full module (it can run code when loaded)."),
         click.option("--output", "output_name", default=None, metavar="NAME", help="For a model whose forward returns a dict, tuple or dataclass: the output to use (a key, field or index; default: logits, else last_hidden_state, else the first tensor)."),
@@ -42,12 +42,13 @@ def model_options(func: Callable) -> Callable:
     return func
 
 
-def load_model(spec: str, weights: str | None, input_shapes, seq_len: int, task: str | None, trust_pickle: bool, output_name: str | None = None):
+def load_model(spec: str, weights: str | None, input_shapes, seq_len: int | None, task: str | None, trust_pickle: bool,
+               output_name: str | None = None, seed: int = 0):
     from compress.cli.render import progress_logger
     from compress.loading.checkpoint import load
 
     return load(spec, weights=weights, input_shapes=input_shapes, seq_len=seq_len, task=task, trust_pickle=trust_pickle,
-                output=output_name, log=progress_logger())
+                output=output_name, seed=seed, log=progress_logger())
 
 
 def config_options(config: type[BaseModel], aliases: Mapping[str, Sequence[str]] | None = None) -> list[click.Option]:

@@ -16,6 +16,7 @@ import click
 
 from compress.cli.options import config_options, given, load_model, model_options
 from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
+from compress.context import check_device
 from compress.rundir import check_out
 from compress.errors import RunFailed, UsageError
 from compress.passes import PASSES
@@ -26,7 +27,8 @@ from compress.passes import PASSES
 @click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False), default=None, help="YAML recipe with version, steps and gates.")
 @click.option("--out", type=click.Path(file_okay=False), default=None, help="Run folder (default: runs/default for the default recipe, else runs/<model>).")
 @click.option("--data", default=None, help="Held-out data spec for quality (default: the model's own, e.g. digits:test, text:heldout); also text:FILE, images:DIR, tensors:FILE.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for everything random in the run.")
+@click.option("--seed", type=int, default=0, show_default=True, help="The one seed of everything random in the run (example inputs, data order, training, probes).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where passes that train run (cuda only where torch has a CUDA device).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
 @model_options
 def run(**_: object) -> None:
@@ -34,7 +36,7 @@ def run(**_: object) -> None:
 
 
 @run.result_callback()
-def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle, output_name):
+def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json, weights, input_shapes, seq_len, task, trust_pickle, output_name):
     from compress.recipe import Recipe, default_recipe, read_recipe
     from compress.reporting.digest import file_sha256
     from compress.runner import run as run_recipe
@@ -49,11 +51,12 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, as_json, weights
     log = progress_logger()
     if out is not None:  # fail before the (possibly slow) model load
         check_out(out)
-    model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle, output_name)
+    check_device(device)
+    model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle, output_name, seed)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}
     log(f"running {len(recipe.steps)} step(s) on {model.name} into {out}")
-    report = run_recipe(model, recipe, out, seed=seed, data=data, log=log, inputs_sha256=inputs)
+    report = run_recipe(model, recipe, out, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs)
     if as_json:
         echo_json(report)
     else:

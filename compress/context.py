@@ -64,6 +64,21 @@ class Context:
         return load_data(spec, self.teacher)
 
 
+DEVICES = ("cpu", "cuda")
+
+
+def check_device(device: str) -> str:
+    """`device` if this torch can run there: cpu always, cuda only with a CUDA device."""
+    if device not in DEVICES:
+        raise UsageError("device", device, f"use one of {', '.join(DEVICES)}")
+    if device == "cuda":
+        import torch  # only here: the PASSES table imports this module and must stay light
+
+        if not torch.cuda.is_available():
+            raise UsageError("device", device, f"this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
+    return device
+
+
 def _other_split(spec: str) -> str:
     kind, _, part = spec.partition(":")
     return {"digits": "digits:train", "text": "text:train"}.get(kind, "a different file") if part in ("test", "heldout") else "a different file"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +32,8 @@ WEIGHTS_FILE, META_FILE = "model.safetensors", "model.json"
 # A model saved from a Hugging Face folder keeps that folder's config and tokenizer files here, so
 # it rebuilds after the original folder is moved or deleted (the weights are model.safetensors).
 HF_DIR = "hf"
+# A text model's sequence length when none is given (--seq-len): BERT-family encoders' usual 128.
+DEFAULT_SEQ_LEN = 128
 # Config, tokenizer (tokenizer.json, vocab.txt, merges.txt, sentencepiece *.model) and
 # image-processor files: every small top-level file that is not weights or a weights index.
 HF_FILE_SUFFIXES = (".json", ".txt", ".model")
@@ -46,10 +48,14 @@ class Source:
     ref: str
     weights: str | None = None
     input_shapes: tuple[tuple[int, ...], ...] = ()
-    seq_len: int = 128
+    # The one sequence length of a text model: its example inputs, its text data and its bench.
+    seq_len: int = DEFAULT_SEQ_LEN
     task: Task | None = None
     # The tensor chosen (--output) from a forward that returns a dict, tuple or dataclass.
     output: str | None = None
+    # Seed of random example inputs (shapes given with --input-shape, text models without a
+    # tokenizer): the run's seed, kept so a rebuild makes the same inputs.
+    seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "input_shapes": [list(s) for s in self.input_shapes]}
@@ -96,6 +102,13 @@ class Model:
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
         self.module.eval()
         return self.module(*inputs)
+
+
+def random_inputs(shapes: Sequence[Sequence[int]], seed: int) -> tuple[torch.Tensor, ...]:
+    """N(0, 1) example inputs of `shapes`, drawn from `seed` (the run's), so a rebuild from the
+    same Source gives the same inputs."""
+    generator = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(tuple(shape), generator=generator) for shape in shapes)
 
 
 def save(model: Model, folder: str | Path) -> Path:

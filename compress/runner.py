@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from compress.context import Context
+from compress.context import Context, check_device
 from compress.data.specs import load_data
 from compress.reporting.gate import check
 from compress.model import Model, save
@@ -30,6 +30,7 @@ def run(
     out: str | Path,
     *,
     seed: int = 0,
+    device: str = "cpu",
     data: str | None = None,
     log: Callable[[str], None] = lambda _: None,
     inputs_sha256: dict[str, str] | None = None,
@@ -40,11 +41,12 @@ def run(
     which is kept frozen as the teacher. `out` changes only when the run completes (gates broken
     or not): then it holds this run's files and nothing else.
     """
+    check_device(device)
     with run_folder(out, log) as staging:
-        return _run(model, recipe, staging, seed=seed, data=data, log=log, inputs_sha256=inputs_sha256)
+        return _run(model, recipe, staging, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs_sha256)
 
 
-def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, data: str | None, log: Callable[[str], None],
+def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, device: str, data: str | None, log: Callable[[str], None],
          inputs_sha256: dict[str, str] | None) -> dict[str, Any]:
     torch.manual_seed(seed)
     teacher = model.copy()
@@ -54,7 +56,7 @@ def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, data: str | None
     if heldout is not None:
         log(f"quality measured on {data} ({len(heldout)} inputs) against the original")
     ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout},
-                  heldout_spec=data, seed=seed, log=log)
+                  heldout_spec=data, seed=seed, device=device, log=log)
     record = run_steps(model, list(recipe.steps), ctx)
     save(record.model, out / "model")
     report = build_report(

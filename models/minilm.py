@@ -34,5 +34,5 @@ def model_dir() -> Path:
 def load(source: Source) -> Model:
     """The bundled all-MiniLM-L6-v2 as a `Model`: the package folder loaded like any Hugging Face
     text folder, named and given its held-out corpus."""
-    model = load_hf(Source("hf", str(model_dir()), seq_len=source.seq_len))
+    model = load_hf(Source("hf", str(model_dir()), seq_len=source.seq_len, seed=source.seed))
     return model.replace(source=source, name="minilm", eval_data="text:heldout")

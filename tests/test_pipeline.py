@@ -180,3 +180,18 @@ def test_quality_of_an_untouched_onnx_matches_torch(tmp_path):
     report = run_recipe(model, Recipe((make_step("export", {}),)), tmp_path / "run", data="digits:test")
     s = report["summary"]
     assert s["final"]["onnx_quality"]["agreement"] == 1.0 and s["quality_drop_onnx"] == s["quality_drop_torch"] == 0.0
+
+
+def test_the_runs_seed_and_device_reach_every_pass(tmp_path, monkeypatch):
+    seen = {}
+
+    def spy(model, config, ctx):
+        seen.update(seed=ctx.seed, device=ctx.device)
+        return Result(model)
+
+    monkeypatch.setitem(PASSES, "spy", _fake("nothing", fn=spy))
+    model = load("tiny_models:cnn")
+    run_recipe(model, Recipe((Step("spy", make_step("export", {}).config),)), tmp_path / "run", seed=11, device="cpu")
+    assert seen == {"seed": 11, "device": "cpu"}
+    with pytest.raises(UsageError, match="device: gpu: use one of cpu, cuda"):
+        run_recipe(model, Recipe(()), tmp_path / "other", device="gpu")

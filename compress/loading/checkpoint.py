@@ -24,7 +24,7 @@ from torch import nn
 
 from compress.edits import EDITS
 from compress.errors import UsageError
-from compress.model import Model, Source, Task, is_saved_model, load_saved, load_state_dict
+from compress.model import DEFAULT_SEQ_LEN, Model, Source, random_inputs, Task, is_saved_model, load_saved, load_state_dict
 from compress.config import did_you_mean
 from compress.loading.outputs import single_output
 
@@ -42,28 +42,33 @@ def load(
     *,
     weights: str | Path | None = None,
     input_shapes: tuple[tuple[int, ...], ...] = (),
-    seq_len: int = 128,
+    seq_len: int | None = None,
     task: Task | None = None,
     trust_pickle: bool = False,
     output: str | None = None,
+    seed: int = 0,
     log: Callable[[str], None] = _quiet,
 ) -> Model:
     """Load the model `spec` names; every way it can be wrong is a UsageError naming the fix.
     `output` chooses one tensor of a factory's or pickled module's dict / tuple / dataclass output."""
+    length = DEFAULT_SEQ_LEN if seq_len is None else seq_len  # None: the model's own (Source.seq_len)
     path = Path(spec)
     if spec in BUNDLED:
         _refuse_options(f"the bundled model {spec}", weights, input_shapes, output)
-        source = Source("bundled", spec, input_shapes=input_shapes, seq_len=seq_len, task=task)
+        source = Source("bundled", spec, input_shapes=input_shapes, seq_len=length, task=task, seed=seed)
     elif path.is_dir() and is_saved_model(path):
         _refuse_options(f"the saved model {path}", weights, input_shapes, output)
         return load_saved(path, functools.partial(build, architecture_only=True, log=log), EDITS)
     elif path.is_dir() and (path / "config.json").is_file():
         _refuse_options(f"the Hugging Face folder {path}", None, (), output)
-        source = Source("hf", str(path.resolve()), input_shapes=input_shapes, seq_len=seq_len, task=task)
+        from compress.loading.hf import own_seq_len
+
+        length = own_seq_len(path) if seq_len is None else seq_len
+        source = Source("hf", str(path.resolve()), input_shapes=input_shapes, seq_len=length, task=task, seed=seed)
     elif path.is_file():
-        return _load_file(path, trust_pickle, input_shapes, seq_len, task, output)
+        return _load_file(path, trust_pickle, input_shapes, length, task, output, seed)
     elif ":" in spec and not path.exists():
-        source = Source("factory", spec, input_shapes=input_shapes, seq_len=seq_len, task=task, output=output)
+        source = Source("factory", spec, input_shapes=input_shapes, seq_len=length, task=task, seed=seed, output=output)
     else:
         raise UsageError(
             "model", spec,
@@ -117,7 +122,7 @@ def _build_factory(source: Source) -> Model:
         raise UsageError("model factory", source.ref, f"cannot import it ({exc}); check the pkg.module:function spelling and that the package is installed") from exc
     module, example_inputs = _call_factory(factory, source.ref)
     if source.input_shapes:
-        example_inputs = tuple(torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in source.input_shapes)
+        example_inputs = random_inputs(source.input_shapes, source.seed)
     if example_inputs is None:
         raise UsageError("input shape", "none given", f"pass --input-shape 1,3,32,32 or make {source.ref} return (module, example_inputs)")
     names = ("input",) if len(example_inputs) == 1 else tuple(f"input_{i}" for i in range(len(example_inputs)))
@@ -164,7 +169,7 @@ def _types(items: tuple) -> str:
     return "(" + ", ".join(type(x).__name__ for x in items) + ")"
 
 
-def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task, output) -> Model:
+def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task, output, seed: int) -> Model:
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         raise UsageError("model", path, "is an ONNX file; compress works on PyTorch checkpoints (use `compress bench` or `compress eval` for ONNX)")
@@ -184,7 +189,7 @@ def _load_file(path: Path, trust_pickle: bool, input_shapes, seq_len, task, outp
         raise UsageError("model", path, f"holds a {type(module).__name__}, not a module; give its factory with --model pkg.module:factory --weights {path}")
     if not input_shapes:
         raise UsageError("input shape", "none given", "a pickled module carries no example inputs; pass --input-shape, e.g. 1,3,32,32")
-    inputs = tuple(torch.randn(shape, generator=torch.Generator().manual_seed(0)) for shape in input_shapes)
+    inputs = random_inputs(input_shapes, seed)
     names = ("input",) if len(inputs) == 1 else tuple(f"input_{i}" for i in range(len(inputs)))
     # A pickled module cannot be rebuilt from data; its source records the file for the report only.
     source = Source("factory", f"{PICKLE_PREFIX}{path.resolve()}", input_shapes=input_shapes, seq_len=seq_len, task=task, output=output)

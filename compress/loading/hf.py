@@ -9,6 +9,7 @@ export their pooled output.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from compress.errors import UsageError
-from compress.model import Model, Source
+from compress.model import DEFAULT_SEQ_LEN, Model, Source, random_inputs
 
 # ImageNet's input size, for vision configs that do not state theirs (ResNetConfig).
 DEFAULT_IMAGE_SIZE = 224
@@ -95,6 +96,16 @@ def _quiet(_: str) -> None:
     pass
 
 
+def own_seq_len(folder: Path) -> int:
+    """The length a text model runs at when none is given: DEFAULT_SEQ_LEN, or its longest input
+    when that is shorter (max_position_embeddings in config.json)."""
+    try:
+        longest = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_SEQ_LEN  # load_hf names the unreadable config
+    return min(DEFAULT_SEQ_LEN, longest) if isinstance(longest, int) and longest >= 2 else DEFAULT_SEQ_LEN
+
+
 def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None] = _quiet) -> Model:
     """The model in the folder `source.ref`; without weights (a saved compress model, whose own
     weights replace them) only config.json is read and the architecture built from it."""
@@ -139,17 +150,17 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
     module.eval()
     max_len = getattr(config, "max_position_embeddings", None)
     if not is_vision and max_len is not None and not 2 <= source.seq_len <= max_len:
-        raise UsageError("sequence length", source.seq_len, f"this model takes 2 to {max_len} tokens; use e.g. --seq-len 128")
+        raise UsageError("sequence length", source.seq_len, f"this model takes 2 to {max_len} tokens; use e.g. --seq-len {min(DEFAULT_SEQ_LEN, max_len)}")
     if is_vision:
         size = getattr(config, "image_size", DEFAULT_IMAGE_SIZE)
         size = size if isinstance(size, int) else size[0]
         shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, size, size)
-        inputs = (torch.randn(shape, generator=torch.Generator().manual_seed(0)),)
+        inputs = random_inputs([shape], source.seed)
         return Model(module, inputs, ("pixel_values",), task, source, name=folder.name)
     if tokenizer is not None:
         inputs = tokenize(tokenizer, [EXAMPLE_SENTENCE], source.seq_len)
     else:
-        ids = torch.randint(5, config.vocab_size, (1, source.seq_len), generator=torch.Generator().manual_seed(0))
+        ids = torch.randint(5, config.vocab_size, (1, source.seq_len), generator=torch.Generator().manual_seed(source.seed))
         inputs = (ids, torch.ones_like(ids))
     return Model(module, inputs, ("input_ids", "attention_mask"), task, source, name=folder.name,
                  eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer)

@@ -116,3 +116,22 @@ def test_interrupt_and_internal_errors_are_one_line(runner, monkeypatch):
     monkeypatch.setitem(PASSES, "export", PASSES["export"]._replace(fn=bug_in_compress))
     buggy = runner.invoke(cli, [*TINY, "export"])
     _one_line_error(buggy, 1, "internal error: RuntimeError: a bug of ours", "--debug")
+
+
+def test_cuda_where_torch_has_none_is_refused_before_loading(runner, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = runner.invoke(cli, [*TINY, "--device", "cuda", "--out", str(tmp_path / "x"), "export"])
+    _one_line_error(result, 2, "device: cuda:", "sees no CUDA device; use --device cpu")
+    assert not (tmp_path / "x").exists()
+    _one_line_error(runner.invoke(cli, [*TINY, "--device", "tpu", "export"]), 2, "'--device': 'tpu' is not one of 'cpu', 'cuda'")
+
+
+def test_the_runs_seed_reaches_the_context_and_the_report(runner, tmp_path):
+    result = runner.invoke(cli, ["run", "--model", "tiny_models:cnn_without_inputs", "--input-shape", "1,1,8,8", "--seed", "7",
+                                 "--out", str(tmp_path / "x"), "--json", "export"])
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["seed"] == 7 and report["model"]["source"]["seed"] == 7

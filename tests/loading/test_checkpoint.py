@@ -101,3 +101,15 @@ def test_wrong_file_types(tmp_path):
 def test_input_shape_overrides_factory_inputs():
     model = load("tiny_models:cnn_without_inputs", input_shapes=((3, 1, 8, 8),))
     assert model.example_inputs[0].shape == (3, 1, 8, 8)
+
+
+def test_random_example_inputs_come_from_the_runs_seed_and_survive_a_rebuild(tmp_path):
+    from compress.model import save
+
+    shapes = ((2, 1, 8, 8),)
+    one, again, other = (load("tiny_models:cnn_without_inputs", input_shapes=shapes, seed=s) for s in (1, 1, 2))
+    assert all(torch.equal(a, b) for a, b in zip(one.example_inputs, again.example_inputs))
+    assert not torch.equal(one.example_inputs[0], other.example_inputs[0])
+    save(one, tmp_path / "saved")
+    rebuilt = load(str(tmp_path / "saved"))
+    assert rebuilt.source.seed == 1 and all(torch.equal(a, b) for a, b in zip(rebuilt.example_inputs, one.example_inputs))

@@ -115,3 +115,10 @@ def test_a_saved_model_is_self_contained_after_the_original_folder_is_gone(tmp_p
     moved = tmp_path / "elsewhere"
     shutil.move(tmp_path / "saved", moved)
     torch.testing.assert_close(load(str(moved))(*model.example_inputs), model(*model.example_inputs), rtol=0, atol=0)
+
+
+def test_without_a_length_a_text_model_runs_at_its_own(tmp_path):
+    """One sequence length, Source.seq_len: 128, or the model's longest input when shorter."""
+    model = load(str(_bert_folder(tmp_path)))  # max_position_embeddings 64
+    assert model.source.seq_len == 64 and model.example_inputs[0].shape == (1, 64)
+    assert load(str(_bert_folder(tmp_path)), seq_len=16).source.seq_len == 16
