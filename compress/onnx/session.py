@@ -10,7 +10,9 @@ import onnxruntime as ort
 from compress.errors import UsageError
 
 
-def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
+def open_session(path: str | Path, threads: int = 1, profile_prefix: str | None = None) -> ort.InferenceSession:
+    """`profile_prefix` turns on onnxruntime's per-node profiler (its JSON file starts with it;
+    the pruning latency table reads it)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError("ONNX file", path, "not found; check the path")
@@ -20,6 +22,9 @@ def open_session(path: str | Path, threads: int = 1) -> ort.InferenceSession:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    if profile_prefix is not None:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     try:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own untyped Fail/InvalidGraph/... errors

@@ -33,7 +33,7 @@ class PruneConfig(StrictConfig):
     target_params: int | None = Field(None, gt=0, description="prune until the model has at most this many parameters")
     target_latency_ms: float | None = Field(None, gt=0, description="prune until onnxruntime runs the model in at most this many milliseconds (median, at --latency-batch and --latency-threads)")
     importance: Literal["l1", "l2", "taylor", "bn_scale"] = Field("l2", description="how units are ranked: weight L1 or L2 norm, first-order Taylor on --data, or BatchNorm scale")
-    allocation: Literal["uniform", "global", "latency"] = Field("uniform", description="uniform: every group loses the same fraction; global: one threshold over normalised scores; latency: global, each channel's score divided by the onnxruntime time it costs (a per-layer table measured once per model and machine, cached in the run folder)")
+    allocation: Literal["uniform", "global", "latency"] = Field("uniform", description="uniform: every group loses the same fraction; global: one threshold over normalised scores; latency: global, each channel's score divided by the onnxruntime time per MAC it costs (a per-layer table measured once per model and machine, cached in the run folder), so at equal MACs the model runs faster")
     round_to: int | None = Field(None, ge=1, le=1024, description="kept widths are multiples of this (default 8, the widths onnxruntime runs fastest here; groups narrower than 8 are then kept whole)")
     ignore: tuple[str, ...] = Field((), description="glob of module names never pruned (repeatable); the classifier, embeddings and anything reaching the output are always kept")
     data: str | None = Field(None, description="data spec the taylor importance is computed on, e.g. digits:train or text:train")
@@ -80,7 +80,7 @@ def prune(model: Model, config: PruneConfig, ctx: Context) -> Result:
         ctx.log(f"prune: {pruner.kind} of {model.name} at ratio {ratio:.3f} ({config.importance}, {config.allocation})")
         pruned = pruner.apply(edit, check=True)
     else:
-        with _measurer(target, config, ctx) as (option, goal, unit, measure):
+        with _measurer(target, config, ctx, model) as (option, goal, unit, measure):
             ctx.log(f"prune: searching the ratio that meets {option} {goal:g} {unit}")
             ratio, probes = find_ratio(lambda r: measure(pruner.apply(edit_at(r))), measure(model), goal, option, unit)
             edit = edit_at(ratio)
@@ -100,9 +100,9 @@ def _target(config: PruneConfig) -> str | None:
 
 
 @contextlib.contextmanager
-def _measurer(target: str, config: PruneConfig, ctx: Context) -> Iterator[tuple[str, float, str, Callable[[Model], float]]]:
+def _measurer(target: str, config: PruneConfig, ctx: Context, original: Model) -> Iterator[tuple[str, float, str, Callable[[Model], float]]]:
     """(option, goal, unit, figure of a Model) for the budget asked; latency probes are exported
-    into a temp folder of the run, removed afterwards."""
+    into a temp folder of the run, removed afterwards, and timed in turns with `original`."""
     from compress.metrics import mac_count, param_count
 
     if target == "target_macs":
@@ -110,11 +110,12 @@ def _measurer(target: str, config: PruneConfig, ctx: Context) -> Iterator[tuple[
     elif target == "target_params":
         yield "--target-params", float(config.target_params), "parameters", lambda m: float(param_count(m.module))
     else:
-        from compress.pruning.search import latency_ms
+        from compress.pruning.search import LatencyProbe
 
         folder = Path(tempfile.mkdtemp(prefix=".prune-latency-", dir=ctx.run_dir))
         try:
-            yield "--target-latency-ms", config.target_latency_ms, "ms", lambda m: latency_ms(m, folder, config.latency_batch, config.latency_threads)
+            probe = LatencyProbe(original, folder, config.latency_batch, config.latency_threads)
+            yield "--target-latency-ms", config.target_latency_ms, "ms", lambda m: probe.original_ms if m is original else probe(m)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -33,8 +33,9 @@ def kept_counts(
     cost: Mapping[str, float] | None = None,
     splits: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """Channels each group keeps. `cost` (seconds saved per channel removed, from the latency
-    table) divides the scores under global allocation, so channels that cost more time go first.
+    """Channels each group keeps. `cost` (relative onnxruntime time per MAC of each group, from
+    the latency table) divides the scores under global allocation, so channels whose MACs run
+    slowest go first.
     A group narrower than `round_to` is refused when `strict_round` (the user asked for that
     rounding), else kept whole. A unit of a group split `splits[name]` ways stands for that many
     channels, so its count is rounded to round_to / gcd(round_to, splits)."""

@@ -49,14 +49,34 @@ def find_ratio(measure: Callable[[float], float], dense: float, target: float, o
     return high, probes
 
 
-def latency_ms(model: Model, folder: Path, batch: int, threads: int, warmup: int = 5, iters: int = 30) -> float:
-    """Median onnxruntime latency of `model` exported into `folder` (overwritten per probe)."""
-    from compress.measure.bench import time_session
-    from compress.measure.feeds import make_feeds
-    from compress.onnx.export import export_onnx
-    from compress.onnx.session import open_session
+class LatencyProbe:
+    """onnxruntime latency of pruned candidates, comparable across a busy machine's load swings:
+    each candidate is timed in turns with the original (the bench's habit), and its figure is
+    its latency ratio to the original times the original's latency measured at the start."""
 
-    path = export_onnx(model, folder / "probe.onnx").path
-    session = open_session(path, threads)
-    feeds = make_feeds(session, path, batch, model.source.seq_len, seed=0)
-    return float(np.median(time_session(session, feeds, warmup, iters)))
+    def __init__(self, original: Model, folder: Path, batch: int, threads: int, rounds: int = 3, iters: int = 15) -> None:
+        self.folder, self.batch, self.threads, self.rounds, self.iters = folder, batch, threads, rounds, iters
+        self.original = self._session(original, "original.onnx")
+        self.original_ms = float(np.median([np.median(self._time(self.original, 2 * iters)) for _ in range(rounds)]))
+
+    def __call__(self, model: Model) -> float:
+        candidate = self._session(model, "probe.onnx")
+        ratios = []
+        for _ in range(self.rounds):
+            ratios.append(np.median(self._time(candidate, self.iters)) / np.median(self._time(self.original, self.iters)))
+        return float(np.median(ratios)) * self.original_ms
+
+    def _session(self, model: Model, filename: str):
+        from compress.measure.feeds import make_feeds
+        from compress.onnx.export import export_onnx
+        from compress.onnx.session import open_session
+
+        path = export_onnx(model, self.folder / filename).path
+        session = open_session(path, self.threads)
+        return session, make_feeds(session, path, self.batch, model.source.seq_len, seed=0)
+
+    def _time(self, opened, iters: int) -> list[float]:
+        from compress.measure.bench import time_session
+
+        session, feeds = opened
+        return time_session(session, feeds, 3, iters)

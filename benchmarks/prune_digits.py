@@ -1,0 +1,64 @@
+"""digits: `prune --ratio 0.5` (and, where the `distill` pass exists, the acceptance run
+`prune --ratio 0.5 distill --data digits:train export bench`): MACs, params, ONNX bytes, test
+accuracy, and onnxruntime latency at batch 1 and 32, original and pruned timed side by side by
+the bench pass in the same run.
+
+    .venv/bin/python benchmarks/prune_digits.py --workdir work/prune_digits
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from compress.passes import PASSES
+
+BENCH = ["bench", "--batch-sizes", "1", "--batch-sizes", "32"]
+RUNS = {
+    "prune": ["prune", "--ratio", "0.5", "export", *BENCH],
+    "prune+distill": ["prune", "--ratio", "0.5", "distill", "--data", "digits:train", "export", *BENCH],
+}
+
+
+def figures(out: Path) -> dict:
+    report = json.loads((out / "report.json").read_text())
+    bench = json.loads((out / "bench.json").read_text())["models"]
+    row = {}
+    for label, key in (("original", "original"), ("pruned", "final")):
+        stats = report["summary"][key]
+        row[label] = {"params": stats["params"], "macs": stats["macs"], "onnx_bytes": stats["onnx_bytes"],
+                      "accuracy": stats["quality"].get("accuracy")}
+    for batch in (1, 32):
+        original = bench["original"]["results"][f"b{batch}_t1"]["p50_ms"]
+        pruned = bench["model"]["results"][f"b{batch}_t1"]["p50_ms"]
+        row[f"batch{batch}"] = {"original_p50_ms": original, "pruned_p50_ms": pruned, "speedup": original / pruned}
+    row["macs_reduction"] = row["original"]["macs"] / row["pruned"]["macs"]
+    row["accuracy_drop_points"] = 100 * (row["original"]["accuracy"] - row["pruned"]["accuracy"])
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", type=Path, default=Path("work/prune_digits"))
+    args = parser.parse_args()
+    result = {}
+    for name, steps in RUNS.items():
+        if "distill" in steps and "distill" not in PASSES:
+            print(f"{name}: skipped, this compress has no distill pass", flush=True)
+            continue
+        out = args.workdir / name.replace("+", "_")
+        shutil.rmtree(out, ignore_errors=True)
+        command = [str(Path(sys.executable).with_name("compress")), "run", "--model", "digits", "--out", str(out), *steps]
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        result[name] = figures(out)
+        print(name, json.dumps(result[name]), flush=True)
+    print("RESULT_JSON", json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""ResNet-50-shaped CNN (`transformers.ResNetConfig()` defaults, 224x224, random weights with BN
+statistics re-estimated on random batches; latency only): compress's `prune` against
+Torch-Pruning's own pruner, timed side by side by compress's bench in one run.
+
+Variants (each exported by compress's one export, ONNX parity checked):
+- dense;
+- torch-pruning: `MetaPruner` + `GroupMagnitudeImportance(p=2)`, `pruning_ratio=0.5`, classifier
+  ignored (the baseline of benchmarks/README.md);
+- compress --ratio 0.5 (uniform L2, the same meaning of ratio);
+- compress --allocation latency --target-macs <torch-pruning's MACs>: the same MACs, channels
+  taken where the per-layer onnxruntime latency table says they cost time;
+- compress --target-latency-ms <half the dense latency>: the budget search, then timed again by
+  the bench with everything else.
+
+    .venv/bin/python benchmarks/prune_resnet50.py --workdir work/resnet50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+import transformers as T
+
+from compress.context import Context
+from compress.loading.checkpoint import load
+from compress.measure.bench import bench
+from compress.measure.settings import BenchSettings
+from compress.metrics import mac_count, param_count
+from compress.onnx.export import export_onnx
+from compress.onnx.parity import check_parity
+from compress.data.specs import Dataset
+from compress.passes.prune import PruneConfig, prune
+
+
+def build(workdir: Path):
+    torch.manual_seed(0)
+    model = T.ResNetForImageClassification(T.ResNetConfig()).eval()
+    reestimate_bn(model)
+    model.save_pretrained(workdir / "resnet50-hf")
+    return load(str(workdir / "resnet50-hf"))
+
+
+@torch.no_grad()
+def reestimate_bn(module: torch.nn.Module, batches: int = 4, size: int = 8) -> None:
+    """Random weights give exploding activations unless BN statistics match them: reset and
+    re-estimate them (cumulative average) on random images, as baselines.md did."""
+    g = torch.Generator().manual_seed(1)
+    for m in module.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    module.train()
+    for _ in range(batches):
+        module(torch.randn(size, 3, 224, 224, generator=g))
+    module.eval()
+
+
+def torch_pruning_baseline(model):
+    import torch_pruning as tp
+
+    module = model.copy().module
+    inner = module.inner
+    pruner = tp.pruner.MetaPruner(module, model.example_inputs, importance=tp.importance.GroupMagnitudeImportance(p=2),
+                                  pruning_ratio=0.5, ignored_layers=[inner.classifier[-1]])
+    pruner.step()
+    return model.replace(module=module.eval())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", type=Path, default=Path("work/resnet50"))
+    parser.add_argument("--iters", type=int, default=20)
+    args = parser.parse_args()
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    dense = build(args.workdir)
+    ctx = Context(run_dir=args.workdir, teacher=dense, log=log)
+    images = Dataset("random images", (torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(2)),))
+    variants, seconds = {"dense": dense}, {}
+    started = time.perf_counter()
+    variants["torch_pruning"] = torch_pruning_baseline(dense)
+    seconds["torch_pruning"] = time.perf_counter() - started
+    tp_macs = mac_count(variants["torch_pruning"].module, dense.example_inputs)
+    for name, config in {
+        "compress_ratio": PruneConfig(ratio=0.5),
+        "compress_latency_same_macs": PruneConfig(target_macs=tp_macs, allocation="latency"),
+    }.items():
+        started = time.perf_counter()
+        result = prune(dense, config, ctx)
+        seconds[name] = time.perf_counter() - started
+        variants[name] = result.model
+        log(f"{name}: {result.figures}")
+    paths = {}
+    for name, model in variants.items():
+        exported = export_onnx(model, args.workdir / f"{name}.onnx")
+        assert check_parity(model, exported.path, images, 1e-4).passed, name
+        paths[name] = exported.path
+    settings = BenchSettings(batch_sizes=(1,), threads=(1,), warmup=5, iters=args.iters, rounds=3)
+    report = bench(list(paths.values()), settings, log=log, baseline=paths["dense"])
+    dense_ms = report.row("dense", 1, 1)["p50_ms"]
+    # The latency budget: half the dense latency, searched by the pass, then timed with the rest.
+    budget = round(dense_ms * 0.5, 2)
+    started = time.perf_counter()
+    result = prune(dense, PruneConfig(target_latency_ms=budget), ctx)
+    seconds["compress_latency_budget"] = time.perf_counter() - started
+    variants["compress_latency_budget"] = result.model
+    paths["compress_latency_budget"] = export_onnx(result.model, args.workdir / "compress_latency_budget.onnx").path
+    report2 = bench([paths["dense"], paths["torch_pruning"], paths["compress_latency_budget"]], settings, log=log, baseline=paths["dense"])
+    rows = {}
+    for name, model in variants.items():
+        source = report2 if name == "compress_latency_budget" else report
+        row = source.row(name, 1, 1)
+        rows[name] = {"params": param_count(model.module), "macs": mac_count(model.module, dense.example_inputs),
+                      "onnx_bytes": row["bytes"], "p50_ms": row["p50_ms"], "p90_ms": row["p90_ms"], "speedup": row["speedup"],
+                      "prune_seconds": round(seconds.get(name, 0.0), 1)}
+    # The search times candidates in turns with the dense model and scales their ratio by the dense
+    # latency it measured first; the bench's ratio to dense, scaled by the first bench's dense p50,
+    # reads the result the same way, so load swings on a shared machine cancel.
+    budget_ratio = report2.row("compress_latency_budget", 1, 1)["ratio"]
+    rows["compress_latency_budget"].update({"budget_ms": budget, "search_reached_ms": result.figures["reached"],
+                                            "bench_ratio_to_dense": budget_ratio,
+                                            "bench_ms_at_first_dense": budget_ratio * dense_ms,
+                                            "landed_vs_budget": budget_ratio * dense_ms / budget})
+    print("RESULT_JSON", json.dumps(rows))
+
+
+if __name__ == "__main__":
+    main()
