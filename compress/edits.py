@@ -24,6 +24,7 @@ from typing import Any
 from compress.model import Model
 from compress.pruning.edits import PRUNE_CHANNELS, PRUNE_HEADS, prune_channels, prune_heads
 from compress.quant import history
+from compress.quant.edits import FAKE_QUANT, FOLD_BN, fake_quant, fold_bn
 
 Edit = Callable[[Model, dict[str, Any]], Model]
 
@@ -31,4 +32,6 @@ EDITS: dict[str, Edit] = {
     PRUNE_CHANNELS: prune_channels,
     PRUNE_HEADS: prune_heads,
     history.KIND: history.replay_quantized,
+    FOLD_BN: fold_bn,
+    FAKE_QUANT: fake_quant,
 }

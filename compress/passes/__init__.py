@@ -29,6 +29,7 @@ from compress.passes.distill import DistillConfig, distill
 from compress.passes.export import ExportConfig, export
 from compress.passes.prune import PruneConfig, prune
 from compress.passes.ptq import PtqConfig, ptq
+from compress.passes.qat import QatConfig, qat
 from compress.passes.synthesize import SynthesizeConfig, synthesize
 
 if TYPE_CHECKING:
@@ -56,6 +57,8 @@ PASSES: dict[str, Pass] = {
                     needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
+    "qat": Pass(QatConfig, qat, "Quantization-aware training: fold BatchNorm, LSQ fake quantizers (weights per channel at --bits, inputs 8-bit), KD from the float teacher; export then writes INT8 ONNX with the learned scales.",
+                needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "ptq": Pass(PtqConfig, ptq, "Quantize the exported ONNX to INT8 with onnxruntime (U8S8 per-channel static QDQ for CNNs, dynamic MatMul for text); fail if it drifts from the float model.",
                 needs=frozenset({"torch", "onnx"}), gives=frozenset({"onnx"}), changes="onnx"),
     "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio.",

@@ -24,6 +24,10 @@ class ExportConfig(StrictConfig):
 
 
 def export(model: Model, config: ExportConfig, ctx: Context) -> Result:
+    from compress.quant.fake import quant_layers  # torch: when the step runs
+
+    if quant_layers(model.module):
+        return _export_quantized(model, config, ctx)
     exported, parity = export_checked(model, config, config.filename, ctx)
     figures = {
         "exporter": exported.exporter,
@@ -60,6 +64,31 @@ def export_checked(model: Model, config: ExportConfig, filename: str, ctx: Conte
     if not parity.passed:
         raise RunFailed(_failure(parity, config, exported.path.name))
     return exported, parity
+
+
+def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Result:
+    """A fake-quantized model (qat) exports as INT8: the float graph, then onnxruntime's Q/DQ with
+    the learned steps; checked against the fake-quant torch model by agreement (or cosine), as
+    rounding at grid boundaries makes an absolute tolerance meaningless."""
+    from compress.data.specs import Dataset
+    from compress.quant.qdq_export import export_quantized, verify
+
+    ctx.log(f"export: exporting the fake-quantized {model.name} to INT8 {config.filename} (opset {config.opset}) with its learned scales")
+    exported = export_quantized(model, ctx.run_dir / config.filename, config.opset)
+    data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else Dataset("example inputs", model.example_inputs)
+    fidelity = verify(model, exported.path, data)
+    figures = {
+        "exporter": exported.exporter,
+        "opset": exported.opset,
+        "onnx_bytes": exported.bytes,
+        "quantized_ops": ", ".join(f"{op} {n}" for op, n in exported.quantized_ops.items()),
+        "float_ops": ", ".join(f"{op} {n}" for op, n in exported.float_ops.items()) or "none",
+        **{f"fake_quant_{k}": v for k, v in fidelity.items()},
+        "parity_samples": len(data),
+    }
+    produced = {"onnx": {"path": str(exported.path), "bytes": exported.bytes, "opset": exported.opset,
+                         "exporter": exported.exporter, "quantized": "int8 qat"}}
+    return Result(model, figures, {"onnx": exported.path}, produced)
 
 
 def _failure(parity: Parity, config: ExportConfig, onnx_name: str) -> str:

@@ -84,7 +84,7 @@ def quantize_onnx(
         raise UsageError("model", source, "has no Conv, Gemm or MatMul with constant weights, so there is nothing to quantize; give a model with such layers")
     chosen = choose_mode(mode, graph)
     text = has_integer_inputs(graph)
-    with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent, prefix=".ptq.") as scratch, _quiet():
+    with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent, prefix=".ptq.") as scratch, quiet():
         pre = Path(scratch) / "preprocessed.onnx"
         # A failed symbolic shape inference leaves its temp files in the working directory.
         with contextlib.chdir(scratch):
@@ -163,7 +163,7 @@ def op_summary(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, int]]:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet():
     """onnxruntime's quantizer prints progress to stdout and logs warnings; stdout is for results."""
     logger = logging.getLogger()
     level = logger.level

@@ -1,0 +1,29 @@
+"""The structural edits QAT records, and their replay when a saved model is loaded (compress.edits).
+
+- "fold_bn": {"pairs": [[conv, bn], ...]}: each BatchNorm folded into its conv (Identity left).
+- "fake_quant": {"bits", "layers", "shared", "signed"}: Conv/Linear layers wrapped with LSQ quantizers.
+The replay rebuilds the structure only; the saved weights and steps are loaded afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from compress.model import Model
+
+FOLD_BN, FAKE_QUANT = "fold_bn", "fake_quant"
+
+
+def fold_bn(model: Model, edit: dict[str, Any]) -> Model:
+    from compress.quant.fold import fold
+
+    fold(model.module, [tuple(pair) for pair in edit["pairs"]])
+    return model
+
+
+def fake_quant(model: Model, edit: dict[str, Any]) -> Model:
+    from compress.quant.fake import wrap
+
+    wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"])
+    return model

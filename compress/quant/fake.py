@@ -1,0 +1,105 @@
+"""Fake quantization with learned step sizes (LSQ, Esser et al. 2020, "Learned Step Size
+Quantization"), for quantization-aware training.
+
+Weights: symmetric, one step per output channel, integers in [-Q, Q] with Q = 2^(b-1) - 1 (127 at
+8 bits: onnxruntime's symmetric int8 range, so the learned grid exports exactly); ternary is the
+b = 2 grid {-1, 0, 1} with its step initialised as in TWN (Li et al. 2016). Activations: one step
+per tensor, 8 bits, [0, 255] for non-negative inputs (after ReLU) and [-128, 127] otherwise; both
+export as uint8 (zero point 0 or 128), the fast U8S8 path of onnxruntime.
+
+Forward: x_hat = round(clamp(x / s, -Q_N, Q_P)) * s, with the straight-through estimator for the
+rounding and the LSQ gradient scale g = 1 / sqrt(N * Q_P) on s (N: elements per step).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+def weight_levels(bits: str) -> tuple[int, int]:
+    """(Q_N, Q_P) of the symmetric weight grid."""
+    q = 1 if bits == "ternary" else 2 ** (int(bits) - 1) - 1
+    return q, q
+
+
+def activation_levels(signed: bool) -> tuple[int, int]:
+    return (128, 127) if signed else (0, 255)
+
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return (x.round() - x).detach() + x
+
+
+def _grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
+    return (x - x * scale).detach() + x * scale
+
+
+class LsqQuantizer(nn.Module):
+    """Fake-quantizes a tensor on a grid of `step` (one per channel along dim 0, or one in all)."""
+
+    def __init__(self, q_n: int, q_p: int, channels: int = 1) -> None:
+        super().__init__()
+        self.q_n, self.q_p = q_n, q_p
+        self.step = nn.Parameter(torch.ones(channels))
+
+    @property
+    def per_channel(self) -> bool:
+        return self.step.numel() > 1
+
+    def _shaped_step(self, x: torch.Tensor) -> torch.Tensor:
+        per_step = x.numel() / self.step.numel()
+        step = _grad_scale(self.step, 1.0 / math.sqrt(per_step * self.q_p))
+        return step.view(-1, *([1] * (x.dim() - 1))) if self.per_channel else step
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        step = self._shaped_step(x)
+        return _round_ste(torch.clamp(x / step, -self.q_n, self.q_p)) * step
+
+    @torch.no_grad()
+    def quantized(self, x: torch.Tensor) -> torch.Tensor:
+        """The fake-quantized values without gradient bookkeeping (for export)."""
+        step = self.step.view(-1, *([1] * (x.dim() - 1))) if self.per_channel else self.step
+        return torch.clamp(torch.round(x / step), -self.q_n, self.q_p) * step
+
+
+class QuantLayer(nn.Module):
+    """A Conv or Linear layer whose input and weight are fake-quantized. `inner` keeps the float
+    layer (its weight is what trains); `input_quant` may be shared with the other layers that read
+    the same tensor, as onnxruntime gives a tensor one scale."""
+
+    def __init__(self, inner: nn.Conv2d | nn.Linear, bits: str, input_quant: LsqQuantizer) -> None:
+        super().__init__()
+        self.inner = inner
+        self.weight_quant = LsqQuantizer(*weight_levels(bits), channels=inner.weight.shape[0])
+        self.input_quant = input_quant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_quant(x)
+        weight = self.weight_quant(self.inner.weight)
+        if isinstance(self.inner, nn.Linear):
+            return F.linear(x, weight, self.inner.bias)
+        return self.inner._conv_forward(x, weight, self.inner.bias)
+
+
+QUANTIZABLE = (nn.Conv2d, nn.Linear)
+
+
+def quant_layers(module: nn.Module) -> dict[str, QuantLayer]:
+    return {name: m for name, m in module.named_modules() if isinstance(m, QuantLayer)}
+
+
+def wrap(module: nn.Module, layers: Iterable[str], bits: str, shared: dict[str, str], signed: dict[str, bool]) -> nn.Module:
+    """Replace each named layer by a QuantLayer (in place). `shared[name]` names the layer whose
+    input quantizer this one reuses; `signed[name]` chooses the activation grid."""
+    quantizers: dict[str, LsqQuantizer] = {}
+    for name in layers:
+        owner = shared.get(name, name)
+        if owner not in quantizers:
+            quantizers[owner] = LsqQuantizer(*activation_levels(signed[owner]))
+        parent, _, attr = name.rpartition(".")
+        holder = module.get_submodule(parent) if parent else module
+        setattr(holder, attr, QuantLayer(getattr(holder, attr), bits, quantizers[owner]))
+    return module

@@ -1,0 +1,91 @@
+"""Make a float model fake-quantized for QAT: choose the layers, fold BatchNorm, find which layers
+read the same tensor, and initialise every step from calibration data (min/max or MSE)."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Sequence
+import torch
+from torch import nn
+
+from compress.data.specs import Dataset
+from compress.quant.fake import QUANTIZABLE, LsqQuantizer, quant_layers
+from compress.quant.options import Init
+# Values kept per activation for the MSE search (a random subsample; min/max use every value).
+MSE_SAMPLE = 65536
+
+
+def quantizable(module: nn.Module, ignore: Sequence[str] = ()) -> list[str]:
+    """Conv2d and Linear layers whose names match no --ignore glob."""
+    return [name for name, m in module.named_modules()
+            if isinstance(m, QUANTIZABLE) and not any(fnmatch.fnmatchcase(name, g) for g in ignore)]
+
+
+@torch.no_grad()
+def probe(module: nn.Module, layers: list[str], batches: list[Dataset]) -> tuple[dict[str, str], dict[str, bool], dict[str, torch.Tensor]]:
+    """Run calibration batches through `module`: which layers read the same tensor as an earlier
+    one (shared[name] = that layer), whether each input goes negative, and a sample of its values."""
+    seen: dict[int, str] = {}
+    shared: dict[str, str] = {}
+    lows: dict[str, float] = {}
+    samples: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    first = [True]
+
+    def hook(name: str):
+        def record(_: nn.Module, args: tuple) -> None:
+            x = args[0]
+            if first[0]:
+                key = x.data_ptr()
+                shared.setdefault(name, seen.setdefault(key, name))
+            lows[name] = min(lows.get(name, 0.0), float(x.min()))
+            samples[name].append(x.detach().flatten())
+        return record
+
+    handles = [module.get_submodule(name).register_forward_pre_hook(hook(name)) for name in layers]
+    module.eval()
+    try:
+        for index, batch in enumerate(batches):
+            first[0] = index == 0
+            module(*batch.inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    signed = {name: lows[name] < 0 for name in layers}
+    return {k: v for k, v in shared.items() if k != v}, signed, {k: torch.cat(v) for k, v in samples.items()}
+
+
+@torch.no_grad()
+def init_steps(module: nn.Module, samples: dict[str, torch.Tensor], method: Init, bits: str, seed: int = 0) -> None:
+    """Weights per channel and activations per tensor, by min/max or the MSE-best clipping (TWN for ternary)."""
+    generator = torch.Generator().manual_seed(seed)
+    for name, layer in quant_layers(module).items():
+        weight = layer.inner.weight.detach().flatten(1)
+        quant = layer.weight_quant
+        if bits == "ternary":
+            quant.step.copy_(_twn_step(weight))
+        else:
+            quant.step.copy_(torch.stack([_best_step(row, quant, method) for row in weight]))
+        values = samples[name]
+        if values.numel() > MSE_SAMPLE:
+            values = values[torch.randint(values.numel(), (MSE_SAMPLE,), generator=generator)]
+        layer.input_quant.step.copy_(_best_step(values, layer.input_quant, method).view(1))
+
+
+def _twn_step(weight: torch.Tensor) -> torch.Tensor:
+    """TWN per channel: threshold 0.7 mean|w|; the step is the mean magnitude of the weights above it."""
+    magnitude = weight.abs()
+    threshold = 0.7 * magnitude.mean(dim=1, keepdim=True)
+    above = magnitude > threshold
+    return (magnitude * above).sum(dim=1) / above.sum(dim=1).clamp(min=1)
+
+
+def _best_step(values: torch.Tensor, quant: LsqQuantizer, method: Init) -> torch.Tensor:
+    """min/max: the step that just covers the largest magnitude; mse: the clipping, among 100
+    fractions of it, with the least squared error (TensorRT's weight recipe, research/methods.md 4.7)."""
+    largest = values.abs().max().clamp(min=1e-8)
+    top = quant.q_p
+    if method == "minmax":
+        return largest / top
+    candidates = largest * torch.linspace(1.0, 0.01, 100) / top
+    errors = torch.stack([((torch.clamp(torch.round(values / s), -quant.q_n, quant.q_p) * s - values) ** 2).mean() for s in candidates])
+    return candidates[errors.argmin()]

@@ -1,0 +1,126 @@
+"""INT8 ONNX from a fake-quantized model: export the float graph with the one export, then let
+onnxruntime place Q/DQ (so it fuses them into integer kernels) with the learned steps given as
+tensor overrides (research/methods.md 6.5, 6.7 option A).
+
+The float graph carries the already fake-quantized weights (integers times their step), so
+onnxruntime's int8 weights are exactly the learned grid, whatever the bit width: sub-8-bit grids
+run as int8 kernels holding fewer levels. Activations get the learned step as a uint8 scale with
+zero point 0 (non-negative inputs) or 128 (signed), the same grid as the torch model.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from compress.atomic import atomic_path
+from compress.data.specs import Dataset
+from compress.errors import RunFailed
+from compress.model import Model
+from compress.onnx.export import export_onnx
+from compress.quant.calibration import DatasetReader
+from compress.quant.fake import QuantLayer, quant_layers
+from compress.quant.ort import op_summary, quiet
+
+
+@dataclass(frozen=True)
+class QuantizedExport:
+    path: Path
+    exporter: str
+    opset: int
+    bytes: int
+    quantized_ops: dict[str, int]
+    float_ops: dict[str, int]
+
+
+def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
+    """The model with every QuantLayer replaced by its float layer holding the fake-quantized weight."""
+    module = copy.deepcopy(model.module)
+    layers = quant_layers(module)
+    for name, layer in layers.items():
+        inner = layer.inner
+        with torch.no_grad():
+            inner.weight.copy_(layer.weight_quant.quantized(inner.weight))
+        parent, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr, inner)
+    return model.replace(module=module), layers
+
+
+def export_quantized(model: Model, path: Path, opset: int = 17) -> QuantizedExport:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    twin, layers = float_twin(model)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".qat.") as scratch:
+        exported = export_onnx(twin, Path(scratch) / "float.onnx", opset)
+        graph = onnx.load(str(exported.path)).graph
+        overrides, nodes = _overrides(graph, layers)
+        reader = DatasetReader(Dataset("example inputs", model.example_inputs), [i.name for i in graph.input], 1)
+        with atomic_path(path) as tmp, quiet():
+            try:
+                quantize_static(
+                    str(exported.path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                    op_types_to_quantize=["Conv", "Gemm", "MatMul"], calibrate_method=CalibrationMethod.MinMax,
+                    extra_options={"TensorQuantOverrides": overrides, "WeightSymmetric": True},
+                )  # fmt: skip
+            except Exception as exc:  # onnxruntime's quantizer raises untyped errors
+                raise RunFailed(f"onnxruntime could not place Q/DQ with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            quantized, kept = op_summary(onnx.load(str(tmp)).graph)
+    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept)
+
+
+def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> tuple[dict[str, list[dict]], list[str]]:
+    """TensorQuantOverrides keyed by ONNX value names, found through each layer's weight initializer."""
+    from onnxruntime.quantization import QuantType
+
+    by_weight = {n.input[1]: n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
+    overrides: dict[str, list[dict]] = {}
+    nodes = []
+    missing = []
+    for name, layer in layers.items():
+        node = by_weight.get(f"{name}.weight")
+        if node is None:
+            missing.append(name)
+            continue
+        nodes.append(node.name)
+        act = layer.input_quant
+        overrides[node.input[0]] = [{
+            "quant_type": QuantType.QUInt8,
+            "scale": np.array(float(act.step.detach()), dtype=np.float32),
+            "zero_point": np.array(128 if act.q_n else 0, dtype=np.uint8),
+        }]
+        steps = layer.weight_quant.step.detach().numpy().astype(np.float32)
+        overrides[node.input[1]] = [
+            {"axis": 0, "quant_type": QuantType.QInt8, "scale": np.array(steps[0]), "zero_point": np.array(0, dtype=np.int8)},
+            *({"scale": np.array(s), "zero_point": np.array(0, dtype=np.int8)} for s in steps[1:]),
+        ]
+    if missing:
+        raise RunFailed(f"the exported graph has no Conv/Gemm reading the weights of {', '.join(missing[:3])}; "
+                        "their learned scales cannot be placed (a Linear on 3-D inputs exports as MatMul with a transposed weight)")
+    return overrides, nodes
+
+
+# The issue's bar for the exported graph against the fake-quant torch model it came from.
+LEAST_AGREEMENT, LEAST_COSINE = 0.995, 0.999
+
+
+def verify(model: Model, path: Path, data: Dataset) -> dict[str, float]:
+    """Fake-quant torch vs the INT8 ONNX on `data`: top-1 agreement (classifiers, >= 99.5%) or mean
+    cosine (encoders, >= 0.999); below it the run fails with the figure."""
+    from compress.metrics import quality
+    from compress.onnx.outputs import onnx_outputs
+    from compress.onnx.session import open_session
+    from compress.predict import torch_outputs
+
+    figures = quality(model.task, onnx_outputs(open_session(path), data), torch_outputs(model, data), None)
+    metric, least = ("agreement", LEAST_AGREEMENT) if model.task == "classification" else ("cosine_mean", LEAST_COSINE)
+    if figures[metric] < least:
+        raise RunFailed(f"the INT8 ONNX {path.name} has {metric} {figures[metric]:.4f} to the fake-quantized torch model "
+                        f"on {len(data)} inputs of {data.name}, under the {least} required")
+    return figures
