@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, field_validator
 
+from compress.config import StrictConfig
 from compress.context import Context, Result
 from compress.errors import UsageError
 from compress.quant.history import mark_quantized, refuse_if_quantized
@@ -22,9 +23,7 @@ if TYPE_CHECKING:
     from compress.model import Model
 
 
-class QatConfig(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
+class QatConfig(StrictConfig):
     bits: Bits = Field("8", description="weight bits: 8, 4, 3, 2 or ternary (2 and ternary share the grid {-1, 0, 1} x step; ternary starts from TWN's step); activations stay 8-bit")
     init: Init = Field("mse", description="how the steps start: the largest magnitude (minmax) or the clipping with the least squared error (mse)")
     ignore: tuple[str, ...] = Field((), description="glob of layer names to keep in float, e.g. 'head' or 'layer1.*'")
@@ -34,6 +33,12 @@ class QatConfig(BaseModel):
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
+
+    @field_validator("bits", mode="before")
+    @classmethod
+    def _bits_as_text(cls, value: object) -> object:
+        # A recipe says `bits: 8`; the grid names are text because of "ternary".
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
