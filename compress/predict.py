@@ -1,7 +1,10 @@
-"""Run a torch model or an onnxruntime session over a dataset in batches, giving one tensor of
-outputs, so every quality figure compares like with like."""
+"""Run a torch model over a dataset in batches, giving one tensor of outputs in the data's order,
+so every quality figure compares like with like. Padded text runs sorted by length, each batch cut
+to its longest real sequence (`Dataset.padded_batches`)."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import torch
 
@@ -12,7 +15,13 @@ from compress.model import Model
 @torch.no_grad()
 def torch_outputs(model: Model, data: Dataset, batch_size: int = 64) -> torch.Tensor:
     model.module.eval()
-    # Inputs go to the module's device (a student mid-training may sit on an accelerator); outputs come back to the CPU.
-    device = next(model.module.parameters(), torch.empty(0)).device
-    chunks = [model.module(*(x[i : i + batch_size].to(device) for x in data.inputs)).cpu() for i in range(0, len(data), batch_size)]
-    return torch.cat(chunks).float()
+    return in_data_order((index, model.module(*inputs)) for index, inputs in data.padded_batches(batch_size))
+
+
+def in_data_order(batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """One float tensor of every batch's outputs, each row put back at its row index."""
+    indices, chunks = zip(*batches)
+    outputs = torch.cat(chunks).float()
+    placed = torch.empty_like(outputs)
+    placed[torch.cat(indices)] = outputs
+    return placed

@@ -34,6 +34,9 @@ class Dataset:
     inputs: tuple[torch.Tensor, ...]
     labels: torch.Tensor | None = None
     texts: tuple[str, ...] = ()
+    # Padded text: the index of the attention mask among `inputs`; the [N, T] inputs may then be
+    # cut to the longest real sequence of a batch (`padded_batches`).
+    mask_input: int | None = None
 
     def __len__(self) -> int:
         return self.inputs[0].shape[0]
@@ -45,7 +48,7 @@ class Dataset:
         """The rows at `index`, in that order."""
         texts = tuple(self.texts[i] for i in index.tolist()) if self.texts else ()
         return Dataset(self.name, tuple(x[index] for x in self.inputs),
-                       None if self.labels is None else self.labels[index], texts)
+                       None if self.labels is None else self.labels[index], texts, self.mask_input)
 
     def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Dataset]:
         """One pass over the rows in batches of `batch_size` (the last may be smaller); shuffled
@@ -54,6 +57,27 @@ class Dataset:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(len(self))
         for start in range(0, len(self), batch_size):
             yield self.take(order[start : start + batch_size])
+
+
+    def padded_batches(self, batch_size: int, trim: bool = True) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
+        """(row index, inputs) per batch, for inference. Padded text is sorted by length and each
+        batch cut to its longest real sequence (86% of `text:heldout`'s positions are padding;
+        the outputs are the same, as padding is masked); put outputs back with the row index.
+        Other data comes in order, uncut."""
+        if self.mask_input is None or not trim:
+            for start in range(0, len(self), batch_size):
+                index = torch.arange(start, min(start + batch_size, len(self)))
+                yield index, tuple(x[index] for x in self.inputs)
+            return
+        mask = self.inputs[self.mask_input]
+        width = mask.shape[1]
+        # one past the last real position: only trailing padding is cut, so left-padded text stays whole
+        ends = ((mask != 0) * torch.arange(1, width + 1)).amax(dim=1)
+        order = torch.argsort(ends, descending=True, stable=True)
+        for start in range(0, len(self), batch_size):
+            index = order[start : start + batch_size]
+            end = max(1, int(ends[index].max()))
+            yield index, tuple(x[index][:, :end] if x.dim() == 2 and x.shape[1] == width else x[index] for x in self.inputs)
 
 
 # The split a model's own data is trained or calibrated on, by its held-out spec.
@@ -90,7 +114,7 @@ def _read(spec: str, model: Model | None, seq_len: int | None) -> Dataset:
         from compress.loading.hf import tokenize
 
         length = seq_len or model.source.seq_len
-        return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences))
+        return Dataset(spec, tokenize(tokenizer, sentences, length), None, tuple(sentences), mask_input=1)
     if kind == "images" and arg:
         from compress.data.images import load_images
 

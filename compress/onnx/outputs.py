@@ -1,5 +1,6 @@
-"""Run an onnxruntime session over a dataset in batches, giving one tensor of outputs (the ONNX
-twin of `compress.predict.torch_outputs`)."""
+"""Run an onnxruntime session over a dataset in batches, giving one tensor of outputs in the data's
+order (the ONNX twin of `compress.predict.torch_outputs`; padded text is cut to each batch's
+longest real sequence when the graph's sequence axis is dynamic)."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import torch
 
 from compress.data.specs import Dataset
 from compress.errors import UsageError
+from compress.predict import in_data_order
 
 
 def onnx_outputs(session: ort.InferenceSession, data: Dataset, batch_size: int = 64) -> torch.Tensor:
-    names = [i.name for i in session.get_inputs()]
+    specs = session.get_inputs()
     _check_shapes(session, data)
-    chunks = []
-    for i in range(0, len(data), batch_size):
-        feeds = {name: x[i : i + batch_size].numpy() for name, x in zip(names, data.inputs)}
-        chunks.append(torch.from_numpy(np.asarray(session.run(None, feeds)[0])))
-    return torch.cat(chunks).float()
+    dynamic_length = all(len(s.shape) < 2 or not isinstance(s.shape[1], int) for s in specs)
+    return in_data_order(
+        (index, torch.from_numpy(np.asarray(session.run(None, {s.name: x.numpy() for s, x in zip(specs, inputs)})[0])))
+        for index, inputs in data.padded_batches(batch_size, trim=dynamic_length)
+    )
 
 
 def _check_shapes(session: ort.InferenceSession, data: Dataset) -> None:

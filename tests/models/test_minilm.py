@@ -139,3 +139,16 @@ def test_minilm_saved_from_a_folder_reloads_after_the_folder_is_gone(tmp_path, s
     inputs = tokenize(again.tokenizer, sentences[:4], 32)
     assert torch.equal(inputs[0], tokenize(original.tokenizer, sentences[:4], 32)[0])
     torch.testing.assert_close(again(*inputs), original(*inputs), rtol=0, atol=0)
+
+
+@pytest.mark.slow
+def test_trimmed_text_batches_give_the_untrimmed_embeddings_on_the_real_model():
+    from compress.data.specs import load_data
+    from compress.predict import in_data_order, torch_outputs
+
+    model = minilm.load(Source("bundled", "minilm", seq_len=128))
+    data = load_data("text:heldout", model).head(256)
+    assert data.mask_input == 1 and data.inputs[1].float().mean() < 0.5  # mostly padding
+    with torch.no_grad():
+        untrimmed = in_data_order((index, model.module(*inputs)) for index, inputs in data.padded_batches(64, trim=False))
+    assert (torch_outputs(model, data) - untrimmed).abs().max().item() <= 1e-6
