@@ -16,5 +16,5 @@ $compress run --model digits --out "$work/digits" --json export > "$work/digits_
 $compress run --model minilm --out "$work/minilm" --json export > "$work/minilm_run.json"
 $compress bench "$work/digits/model.onnx" --batch 1 --batch 8 --batch 32 --threads 1 --threads 2 \
     --json "$work/digits_bench.json" | tee "$work/digits_bench.txt"
-$compress bench "$work/minilm/model.onnx" --batch 1 --batch 8 --threads 1 --threads 2 --warmup 5 --iters 30 \
+$compress bench "$work/minilm/model.onnx" --batch 1 --batch 8 --threads 1 --threads 2 \
     --json "$work/minilm_bench.json" | tee "$work/minilm_bench.txt"
