@@ -66,6 +66,8 @@ def check_replaceable(out: Path) -> None:
     """The swap deletes what `out` held: only an empty folder or an earlier run's may go."""
     if out.exists() and not out.is_dir():
         raise UsageError("output folder", out, "is a file; choose a folder for --out")
+    if Path.cwd().resolve().is_relative_to(out):
+        raise UsageError("output folder", out, "is the current folder or holds it, and a run replaces its folder whole; choose another --out")
     if out.is_dir() and any(out.iterdir()) and not (out / REPORT_FILE).is_file():
         raise UsageError("output folder", out, f"holds files but no {REPORT_FILE}, so it is not a compress run folder that a run may replace; choose a new or empty --out")
 

@@ -51,6 +51,16 @@ def test_a_folder_that_is_not_a_run_is_never_replaced(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+def test_the_current_folder_is_never_replaced(tmp_path, monkeypatch):
+    with run_folder(tmp_path / "x") as staging:
+        (staging / "report.json").write_text("{}")
+    (tmp_path / "x" / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "x" / "sub")
+    with pytest.raises(UsageError, match="is the current folder or holds it"):
+        with run_folder(tmp_path / "x"):
+            pass
+
+
 HOLD = """
 import sys, time
 from pathlib import Path

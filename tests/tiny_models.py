@@ -204,3 +204,15 @@ class InterruptedInParity(TinyCNN):
 def interrupted_in_parity() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     return InterruptedInParity().eval(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class ScoreHead(TinyCNN):
+    """One score per input, shape [batch], like a binary classifier's logit."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[:, 0]
+
+
+def score_out() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return ScoreHead().eval(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))

@@ -1,7 +1,8 @@
 """Models whose forward returns more than one tensor: a dict, a tuple or list, or a dataclass such
 as transformers' `ModelOutput`. One tensor is chosen (`--output NAME`, else `logits`, else
 `last_hidden_state`, else the first tensor) and an adapter module returns it, so the exported graph
-has one output and every measurement reads the same thing. Anything else is refused (UsageError).
+has one output and every measurement reads the same thing; one score per input ([batch]) becomes
+[batch, 1]. Anything else (a scalar, text) is refused (UsageError).
 """
 
 from __future__ import annotations
@@ -20,18 +21,21 @@ PREFERRED = ("logits", "last_hidden_state")
 
 
 class OutputOf(nn.Module):
-    """`inner(*inputs)[key]` (a dict key, a tuple index or a dataclass field) as a plain tensor."""
+    """`inner(*inputs)[key]` (a dict key, a tuple index or a dataclass field; the output itself
+    when `key` is None) as a plain tensor; `column` turns one score per input, [batch], into
+    [batch, 1], the [batch, features] every measurement compares."""
 
-    def __init__(self, inner: nn.Module, key: str | int) -> None:
+    def __init__(self, inner: nn.Module, key: str | int | None, column: bool = False) -> None:
         super().__init__()
         self.inner = inner
         self.key = key
+        self.column = column
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         out = self.inner(*inputs)
-        if isinstance(out, (Mapping, tuple, list)):
-            return out[self.key]
-        return getattr(out, self.key)
+        if self.key is not None:
+            out = out[self.key] if isinstance(out, (Mapping, tuple, list)) else getattr(out, self.key)
+        return out.unsqueeze(-1) if self.column else out
 
 
 def named_tensors(out: Any) -> dict[str | int, torch.Tensor] | None:
@@ -63,14 +67,14 @@ def single_output(module: nn.Module, inputs: tuple[torch.Tensor, ...], wanted: s
         if wanted is not None:
             raise UsageError("--output", wanted, f"{name} returns a single tensor; leave --output out")
         _check_batched(out, name, "its output")
-        return module
+        return OutputOf(module, None, column=True) if out.dim() == 1 else module
     tensors = named_tensors(out)
     if not tensors:
         raise UsageError("model output", f"{name} returns {type(out).__name__}",
                          "compress takes a tensor, or a dict, tuple or dataclass holding tensors; return the model's output tensor")
     key = _choose(tensors, wanted, name)
     _check_batched(tensors[key], name, f"output {key!r}")
-    return OutputOf(module, key)
+    return OutputOf(module, key, column=tensors[key].dim() == 1)
 
 
 def _choose(tensors: dict[str | int, torch.Tensor], wanted: str | None, name: str) -> str | int:

@@ -48,6 +48,13 @@ def test_output_chooses_by_name_or_index(runner, tmp_path):
     assert json.loads(result.stdout)["model"]["source"]["output"] == "features"
 
 
+def test_one_score_per_input_becomes_a_column(runner, tmp_path):
+    result = _run(runner, tmp_path, "--model", "tiny_models:score_out")
+    assert result.exit_code == 0, result.stderr
+    assert load("tiny_models:score_out")(torch.randn(3, 1, 8, 8)).shape == (3, 1)
+    assert load(str(tmp_path / "x" / "model"))(torch.randn(3, 1, 8, 8)).shape == (3, 1)
+
+
 @pytest.mark.parametrize("args, needles", [
     (["--model", "tiny_models:dict_out", "--output", "probs"], ["--output: probs", "features [1, 4], logits [1, 10]"]),
     (["--model", "tiny_models:cnn", "--output", "logits"], ["--output: logits", "returns a single tensor"]),
