@@ -152,9 +152,8 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
     if not is_vision and max_len is not None and not 2 <= source.seq_len <= max_len:
         raise UsageError("sequence length", source.seq_len, f"this model takes 2 to {max_len} tokens; use e.g. --seq-len {min(DEFAULT_SEQ_LEN, max_len)}")
     if is_vision:
-        size = getattr(config, "image_size", DEFAULT_IMAGE_SIZE)
-        size = size if isinstance(size, int) else size[0]
-        shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, size, size)
+        height, width = _image_size(config, folder)
+        shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, height, width)
         inputs = random_inputs([shape], source.seed)
         return Model(module, inputs, ("pixel_values",), task, source, name=folder.name)
     if tokenizer is not None:
@@ -164,6 +163,33 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
         inputs = (ids, torch.ones_like(ids))
     return Model(module, inputs, ("input_ids", "attention_mask"), task, source, name=folder.name,
                  eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer)
+
+
+def _image_size(config: Any, folder: Path) -> tuple[int, int]:
+    """(height, width) of example images: the config's image_size (the size the model was built
+    for); else what the folder's image processor produces (preprocessor_config.json), so the
+    exported graph takes the images `images:DIR` gives it; else ImageNet's 224."""
+    size = getattr(config, "image_size", None)
+    if size is None:
+        size = _processor_size(folder) or DEFAULT_IMAGE_SIZE
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def _processor_size(folder: Path) -> int | tuple[int, int] | None:
+    path = folder / "preprocessor_config.json"
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    except (OSError, ValueError):
+        return None  # a broken processor config is reported where images are read
+    size = settings.get("crop_size") if settings.get("do_center_crop") else None
+    size = size or settings.get("size")
+    if isinstance(size, int):
+        return size
+    if isinstance(size, dict) and "height" in size and "width" in size:
+        return int(size["height"]), int(size["width"])
+    if isinstance(size, dict) and "shortest_edge" in size:  # resized (and cropped) to a square
+        return int(size["shortest_edge"])
+    return None
 
 
 SUPPORTED = ("compress supports text models that take input_ids (BERT, RoBERTa, GPT-2, ...), image models that take "

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from compress.data.specs import Dataset
-from compress.errors import RunFailed
+from compress.errors import RunFailed, UsageError
 from compress.metrics import cosine
 from compress.model import Model
 from compress.onnx.session import open_session
@@ -90,7 +90,7 @@ def check_parity(model: Model, onnx_path: str | Path, data: Dataset | Sequence[D
 def _run(outputs, runtime: str, model: Model, batch: Dataset) -> torch.Tensor:
     try:
         return outputs()
-    except (RunFailed, KeyboardInterrupt):
+    except (RunFailed, UsageError, KeyboardInterrupt):  # UsageError: data the graph's fixed sizes refuse
         raise
     except Exception as exc:  # torch and onnxruntime fail in many types; the batch that broke them is what matters
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]

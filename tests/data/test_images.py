@@ -126,3 +126,18 @@ def test_images_that_do_not_fit_exit_2_naming_both(runner, classes, tmp_path, ca
         model = str(tmp_path / "x" / "model.onnx")
     args = ["eval", model, "--data", f"images:{classes}"] + (["--seq-len", "16"] if case == "text_model" else [])
     _one_line_error(runner.invoke(cli, args), 2, "data: images:", *needles)
+
+
+def test_a_model_without_image_size_takes_its_processors_size(runner, classes, tmp_path):
+    """ResNet's config has no image_size: the example input (and so the exported graph) takes the
+    size its processor gives (shortest edge 40, centre crop), so a run on the image folder exports."""
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], num_labels=3)
+    transformers.ResNetForImageClassification(config).save_pretrained(tmp_path / "resnet")
+    transformers.ConvNextImageProcessor(size={"shortest_edge": 40}, crop_pct=0.875).save_pretrained(tmp_path / "resnet")
+    model = load(str(tmp_path / "resnet"))
+    assert model.example_inputs[0].shape == (1, 3, 40, 40)
+    assert load_data(f"images:{classes}", model).inputs[0].shape == (5, 3, 40, 40)
+    result = runner.invoke(cli, ["run", "--model", str(tmp_path / "resnet"), "--data", f"images:{classes}", "--out", str(tmp_path / "x"), "--json", "export"])
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["summary"]["quality_metric"] == "accuracy"
