@@ -23,19 +23,22 @@ from compress.model import DEFAULT_SEQ_LEN, Model, Source, random_inputs
 
 # ImageNet's input size, for vision configs that do not state theirs (ResNetConfig).
 DEFAULT_IMAGE_SIZE = 224
+IMAGE_INPUTS, TEXT_INPUTS = ("pixel_values",), ("input_ids", "attention_mask")
 # A fixed real sentence for text example inputs, so export and bench see the same tokens.
 EXAMPLE_SENTENCE = "Return the number of items in a container."
 
 
 class LogitsOf(nn.Module):
-    """Expose `.logits` of a transformers model as a plain tensor, so ONNX has one output."""
+    """Expose `.logits` of a transformers model as a plain tensor, so ONNX has one output. Inputs
+    go by name: a decoder's second positional argument is its cache, not the attention mask."""
 
-    def __init__(self, inner: nn.Module) -> None:
+    def __init__(self, inner: nn.Module, input_names: tuple[str, ...]) -> None:
         super().__init__()
         self.inner = inner
+        self.input_names = input_names
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.inner(*inputs).logits
+        return self.inner(**dict(zip(self.input_names, inputs))).logits
 
 
 class PooledOf(nn.Module):
@@ -130,9 +133,9 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
     try:
         with _no_progress_bar():
             if arch.endswith("ForImageClassification"):
-                module, task = LogitsOf(build(transformers.AutoModelForImageClassification)), "classification"
+                module, task = LogitsOf(build(transformers.AutoModelForImageClassification), IMAGE_INPUTS), "classification"
             elif arch.endswith("ForSequenceClassification"):
-                module, task = LogitsOf(build(transformers.AutoModelForSequenceClassification)), "classification"
+                module, task = LogitsOf(build(transformers.AutoModelForSequenceClassification), TEXT_INPUTS), "classification"
             elif is_vision:
                 module, task = PooledOf(build(transformers.AutoModel)), "embedding"
             else:
@@ -147,6 +150,11 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
         raise UsageError("model folder", folder, f"{arch or config.model_type} takes {takes}; {SUPPORTED}")
     if tokenizer is not None:
         _ensure_pad_token(tokenizer, folder, log)
+    inner_config = next(module.children()).config
+    if not is_vision and inner_config.pad_token_id is None:
+        # Sequence-classification heads of decoders (GPT-2, Llama) find each row's last token by
+        # the pad id and refuse batches without one: the id the tokenizer pads with, else EOS.
+        inner_config.pad_token_id = tokenizer.pad_token_id if tokenizer is not None else getattr(inner_config, "eos_token_id", None)
     module.eval()
     max_len = getattr(config, "max_position_embeddings", None)
     if not is_vision and max_len is not None and not 2 <= source.seq_len <= max_len:
@@ -155,14 +163,26 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
         height, width = _image_size(config, folder)
         shape = source.input_shapes[0] if source.input_shapes else (1, config.num_channels, height, width)
         inputs = random_inputs([shape], source.seed)
-        return Model(module, inputs, ("pixel_values",), task, source, name=folder.name)
+        return _checked(Model(module, inputs, IMAGE_INPUTS, task, source, name=folder.name), arch or config.model_type, folder)
     if tokenizer is not None:
         inputs = tokenize(tokenizer, [EXAMPLE_SENTENCE], source.seq_len)
     else:
         ids = torch.randint(5, config.vocab_size, (1, source.seq_len), generator=torch.Generator().manual_seed(source.seed))
         inputs = (ids, torch.ones_like(ids))
-    return Model(module, inputs, ("input_ids", "attention_mask"), task, source, name=folder.name,
-                 eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer)
+    return _checked(Model(module, inputs, TEXT_INPUTS, task, source, name=folder.name,
+                          eval_data="text:heldout" if tokenizer is not None else None, tokenizer=tokenizer), arch or config.model_type, folder)
+
+
+def _checked(model: Model, arch: str, folder: Path) -> Model:
+    """The model must run on its example inputs: an architecture compress cannot drive fails here,
+    named, rather than as an error deep inside a pass."""
+    try:
+        model(*model.example_inputs)
+    except Exception as exc:  # transformers fails in many ways on inputs a model does not take
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        shapes = ", ".join(f"{n} {list(x.shape)}" for n, x in zip(model.input_names, model.example_inputs))
+        raise UsageError("model folder", folder, f"{arch} fails on example inputs {shapes} ({type(exc).__name__}: {cause}); {SUPPORTED}") from exc
+    return model
 
 
 def _image_size(config: Any, folder: Path) -> tuple[int, int]:

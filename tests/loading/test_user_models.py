@@ -114,7 +114,7 @@ def test_an_audio_model_is_refused_naming_its_input(runner, tmp_path):
     _one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "Wav2Vec2Model takes input_values")
 
 
-def _gpt2_folder(tmp_path):
+def _gpt2_folder(tmp_path, head=transformers.GPT2LMHeadModel):
     from tokenizers import Tokenizer, models, pre_tokenizers
 
     words = ["<|endoftext|>", "return", "the", "number", "of", "items", "in", "a", "container", "."]
@@ -125,7 +125,7 @@ def _gpt2_folder(tmp_path):
     torch.manual_seed(0)
     config = transformers.GPT2Config(vocab_size=len(words), n_embd=16, n_layer=1, n_head=2, n_positions=32)
     folder = tmp_path / "gpt2"
-    transformers.GPT2LMHeadModel(config).save_pretrained(folder)
+    head(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -137,4 +137,13 @@ def test_a_tokenizer_without_pad_token_pads_with_eos_and_says_so(runner, tmp_pat
                                  "--out", str(tmp_path / "x"), "--json", "export"])
     assert result.exit_code == 0, result.stderr
     assert "has no pad token: padding with its eos token '<|endoftext|>'" in result.stderr
+    assert json.loads(result.stdout)["summary"]["parity"]["passed"]
+
+
+def test_a_decoder_classifier_without_pad_token_runs_batches(runner, tmp_path):
+    """GPT-2's sequence classifier needs a pad id to find each row's last token: it gets the one
+    the tokenizer pads with, so parity at batch 2 and 3 runs."""
+    folder = _gpt2_folder(tmp_path, transformers.GPT2ForSequenceClassification)
+    result = runner.invoke(cli, ["run", "--model", str(folder), "--seq-len", "12", "--out", str(tmp_path / "x"), "--json", "export"])
+    assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["summary"]["parity"]["passed"]
