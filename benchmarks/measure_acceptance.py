@@ -57,7 +57,7 @@ def aa(runs: int = 10) -> None:
     shutil.copy(model, copy)  # the same bytes under another name: two sessions of one graph
     print(f"A/A: `compress bench {copy.name} --baseline {model.name}` (default settings), {runs} runs; {load()}\n")
     print("| run | ratio | 95% interval | contains 1.0 | stopped | calls | seconds | CPU share | load 1 min |")
-    print("|---:|---:|---|---|---|---:|---:|---:|---:|")
+    print("|---:|---:|---|---|---|---:|---:|---:|---:|")  # the interval's confidence at the look it stopped on is in the JSON
     inside = 0
     worst = 0.0
     for run in range(1, runs + 1):
@@ -106,9 +106,9 @@ def startup() -> None:
             compress(*args)
             times.append(time.perf_counter() - start)
         probe = ("import sys\nfrom compress.cli.main import cli\ntry:\n    cli(%r)\nexcept SystemExit:\n    pass\n"
-                 "print(','.join(m for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib', 'transformers', 'sklearn') if m in sys.modules))" % args)
+                 "print('HEAVY:' + ','.join(m for m in ('torch', 'onnx', 'onnxruntime', 'matplotlib', 'transformers', 'sklearn') if m in sys.modules))" % args)
         heavy = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-c", probe], capture_output=True, text=True, check=True)
-        imported = heavy.stdout.strip().splitlines()[-1] if heavy.stdout.strip() else ""
+        imported = heavy.stdout.strip().splitlines()[-1].removeprefix("HEAVY:")
         print(f"| `compress {' '.join(args)}` | {statistics.median(times):.3f} | {', '.join(f'{t:.2f}' for t in times)} | {imported or 'none'} |")
     print(f"\n{load()}")
 

@@ -73,7 +73,7 @@ def test_bench_without_export_is_refused_before_any_step(tmp_path):
 
 def test_runner_writes_report_and_saved_model(tmp_path):
     model = load("tiny_models:cnn")
-    steps = (Step("export", make_step("export", {}).config), make_step("bench", {"min_calls": 12, "warmup": 1, "max_seconds": 1}))
+    steps = (Step("export", make_step("export", {}).config), make_step("bench", {"min_calls": 20, "warmup": 1, "max_seconds": 1}))
     report = run_recipe(model, Recipe(steps), tmp_path / "run")
     on_disk = json.loads((tmp_path / "run" / "report.json").read_text())
     assert on_disk["schema_version"] == 2

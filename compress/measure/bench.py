@@ -41,8 +41,6 @@ __all__ = ["BenchReport", "BenchSettings", "bench", "median_interval", "paired_i
 
 BENCH_JSON_VERSION = 2
 CONFIDENCE = 0.95
-# Six ABBA blocks are the fewest whose 95% sign-test interval exists (2 / 2**6 < 0.05).
-MIN_BLOCKS = 6
 # Consecutive groups whose medians give the interval (see paired_interval).
 GROUPS = 20
 # A session that got less than this share of its threads' CPU time was sharing the machine.
@@ -130,14 +128,14 @@ def _time_setting(sessions: dict[str, ort.InferenceSession], feeds: dict[str, di
                   threads: int, settings: BenchSettings, baseline: str | None, say: Callable[[str], None]) -> list[dict[str, Any]]:
     say(f"bench: batch {batch}, {threads} thread(s): {settings.warmup} warm-up call(s) per model, then paired calls "
         f"until the 95% interval is within +/-{settings.target_pct:g}% or {settings.max_seconds:g} s")
-    calls, stopped, seconds = time_paired(sessions, feeds, settings, baseline)
+    calls, stopped, seconds, confidence = time_paired(sessions, feeds, settings, baseline)
     load_1m = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    ratios = block_ratios(calls, baseline) if baseline is not None else {}
+    ratios = block_ratios(calls, baseline, confidence) if baseline is not None else {}
     rows = []
     for name, timed in calls.items():
         share = timed.cpu_ns / timed.wall_ns / threads if timed.wall_ns else 0.0
-        row = {"model": name, "batch": batch, "threads": threads, **latency_stats(timed.times_ms, batch),
-               "calls": len(timed.times_ms), "seconds": round(seconds, 3), "stopped": stopped,
+        row = {"model": name, "batch": batch, "threads": threads, **latency_stats(timed.times_ms, batch, confidence),
+               "calls": len(timed.times_ms), "seconds": round(seconds, 3), "stopped": stopped, "confidence": confidence,
                "cpu_share": share, "cpu_starved": share < CPU_SHARE_WARNING, "load_1m": load_1m}
         if baseline is not None:
             ratio, low, high = (1.0, 1.0, 1.0) if name == baseline else ratios[name]
@@ -153,12 +151,18 @@ def _time_setting(sessions: dict[str, ort.InferenceSession], feeds: dict[str, di
 
 
 def time_paired(sessions: dict[str, ort.InferenceSession], feeds: dict[str, dict[str, np.ndarray]],
-                settings: BenchSettings, baseline: str | None) -> tuple[dict[str, _Calls], str, float]:
+                settings: BenchSettings, baseline: str | None) -> tuple[dict[str, _Calls], str, float, float]:
     """Warm up each session, then time ABBA blocks: one call per model in a random order (seeded),
     then one call per model in the reverse order; until every interval is within the target
     ("converged") or the time cap ("time cap"). The random order keeps the bookkeeping between
     blocks, and any rhythm of the machine, from always falling before the same model.
-    Returns each model's calls, why timing stopped, and the seconds it took."""
+
+    The intervals are looked at after min_calls, then each time the calls double; the k-th look
+    uses confidence 1 - 0.05 * 6 / (pi k)^2 (`look_confidence`), so over all looks the chance
+    that the interval timing stops on misses the truth stays under 5% (alpha spending:
+    stopping at the first narrow interval would otherwise favour lucky ones).
+    Returns each model's calls, why timing stopped, the seconds it took and the confidence of
+    the look it stopped on."""
     names = list(sessions)
     for name in names:
         for _ in range(settings.warmup):
@@ -166,7 +170,7 @@ def time_paired(sessions: dict[str, ort.InferenceSession], feeds: dict[str, dict
     calls = {name: _Calls([]) for name in names}
     rng = np.random.default_rng(settings.seed)
     target = math.log1p(settings.target_pct / 100)
-    check_at = max(settings.min_calls, 2 * MIN_BLOCKS) // 2
+    check_at, look = settings.min_calls // 2, 1
     blocks = 0
     started = time.perf_counter()
     while True:
@@ -175,11 +179,17 @@ def time_paired(sessions: dict[str, ort.InferenceSession], feeds: dict[str, dict
             _timed_call(sessions[name], feeds[name], calls[name])
         blocks += 1
         if blocks >= check_at:
-            if _half_widths(calls, baseline) <= target:
-                return calls, "converged", time.perf_counter() - started
-            check_at = blocks + max(1, blocks // 10)  # look again after ~10% more calls
-        if blocks >= MIN_BLOCKS and time.perf_counter() - started >= settings.max_seconds:
-            return calls, "time cap", time.perf_counter() - started
+            if _half_widths(calls, baseline, look_confidence(look)) <= target:
+                return calls, "converged", time.perf_counter() - started, look_confidence(look)
+            check_at, look = 2 * blocks, look + 1
+        if blocks >= settings.min_calls // 2 and time.perf_counter() - started >= settings.max_seconds:
+            return calls, "time cap", time.perf_counter() - started, look_confidence(look)
+
+
+def look_confidence(look: int, confidence: float = CONFIDENCE) -> float:
+    """The confidence of the `look`-th look at an interval: the misses allowed, 1 - confidence,
+    spent as (1 - confidence) * 6 / (pi look)^2, which sums to 1 - confidence over all looks."""
+    return 1.0 - (1.0 - confidence) * 6.0 / (math.pi * look) ** 2
 
 
 def time_session(session: ort.InferenceSession, feeds: dict[str, np.ndarray], warmup: int, calls: int) -> list[float]:
@@ -203,9 +213,9 @@ def _timed_call(session: ort.InferenceSession, feeds: dict[str, np.ndarray], int
     into.times_ms.append(wall / 1e6)
 
 
-def block_ratios(calls: dict[str, _Calls], baseline: str) -> dict[str, tuple[float, float, float]]:
+def block_ratios(calls: dict[str, _Calls], baseline: str, confidence: float = CONFIDENCE) -> dict[str, tuple[float, float, float]]:
     """Per model other than `baseline`: (ratio, low, high) of its latency to the baseline's."""
-    return {name: tuple(math.exp(v) for v in paired_interval(_block_log_ratios(timed.times_ms, calls[baseline].times_ms)))
+    return {name: tuple(math.exp(v) for v in paired_interval(_block_log_ratios(timed.times_ms, calls[baseline].times_ms), confidence))
             for name, timed in calls.items() if name != baseline}  # type: ignore[misc]
 
 
@@ -217,7 +227,7 @@ def _block_log_ratios(model_ms: list[float], baseline_ms: list[float]) -> np.nda
     return paired.reshape(-1, 2).mean(axis=1)
 
 
-def _half_widths(calls: dict[str, _Calls], baseline: str | None) -> float:
+def _half_widths(calls: dict[str, _Calls], baseline: str | None, confidence: float) -> float:
     """The widest half-width, in log units, of the intervals timing waits on."""
     if baseline is not None and len(calls) > 1:
         samples = [_block_log_ratios(timed.times_ms, calls[baseline].times_ms) for name, timed in calls.items() if name != baseline]
@@ -225,7 +235,7 @@ def _half_widths(calls: dict[str, _Calls], baseline: str | None) -> float:
         samples = [np.log(np.asarray(timed.times_ms)) for timed in calls.values()]
     widths = []
     for values in samples:
-        median, low, high = paired_interval(values)
+        median, low, high = paired_interval(values, confidence)
         widths.append(max(median - low, high - median))
     return max(widths)
 
@@ -250,12 +260,13 @@ def paired_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> tuple
 def median_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """(median, low, high): the sample median and the distribution-free interval that holds the
     population median with at least `confidence`, between two order statistics: [x_(k+1), x_(n-k)]
-    with the largest k such that 2 P(Binomial(n, 1/2) <= k) <= 1 - confidence. Needs n >= 6."""
+    with the largest k such that 2 P(Binomial(n, 1/2) <= k) <= 1 - confidence. Needs n >= 6 at
+    95%; more for a higher confidence (10 values hold 99.8%)."""
     ordered = np.sort(np.asarray(values, dtype=float))
     n = len(ordered)
     k = _order_rank(n, 1.0 - confidence)
     if k is None:
-        raise ValueError(f"{n} values are too few for a {confidence:.0%} interval of the median")
+        raise ValueError(f"{n} values are too few for a {confidence:.1%} interval of the median")
     return float(np.median(ordered)), float(ordered[k]), float(ordered[n - 1 - k])
 
 
@@ -271,12 +282,12 @@ def _order_rank(n: int, alpha: float) -> int | None:
     return rank
 
 
-def latency_stats(times_ms: Sequence[float], batch: int) -> dict[str, float]:
-    """Percentiles and mean of the timed calls, and the 95% interval of the median (p50)."""
+def latency_stats(times_ms: Sequence[float], batch: int, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Percentiles and mean of the timed calls, and the interval of the median (p50)."""
     every_ms = np.asarray(times_ms, dtype=float)
     p50, p90, p99 = (float(p) for p in np.percentile(every_ms, [50, 90, 99]))
     mean_ms = float(every_ms.mean())
-    _, low, high = (math.exp(v) for v in paired_interval(np.log(every_ms)))
+    _, low, high = (math.exp(v) for v in paired_interval(np.log(every_ms), confidence))
     return {"p50_ms": p50, "p50_low_ms": low, "p50_high_ms": high, "p90_ms": p90, "p99_ms": p99,
             "mean_ms": mean_ms, "throughput": batch * 1000.0 / mean_ms}
 

@@ -22,16 +22,16 @@ class BenchSettings(StrictConfig):
     )
     warmup: int = Field(3, ge=0, le=1000, description="untimed calls per model at each batch size and thread count, before timing")
     min_calls: int = Field(
-        20, ge=12, le=1_000_000,
-        description="timed calls per model before the confidence interval is first checked (12 at least, so the 95% interval of a median exists)",
+        20, ge=20, le=1_000_000,
+        description="timed calls per model before the confidence interval is first looked at (then at every doubling); 20 at least, so the interval exists at the stricter confidence of later looks",
     )
     target_pct: float = Field(
         2.0, gt=0, le=50, allow_inf_nan=False,
-        description="stop timing once the 95% interval of the latency ratio (of the median latency, for a model timed alone) is within +/- this many percent",
+        description="stop timing once the 95% interval of the latency ratio (of the median latency, for a model timed alone) is within +/- this many percent; the interval holds 95% however early timing stops",
     )
     max_seconds: float = Field(
         10.0, gt=0, le=3600, allow_inf_nan=False,
-        description="time cap per batch size and thread count: timing stops there even if the interval is still wider than the target",
+        description="time cap per batch size and thread count: timing stops there (after min_calls) even if the interval is still wider than the target",
     )
     seq_len: int = Field(128, ge=1, description="length given to dynamic sequence axes (text models)")
     seed: int = Field(0, description="seed of the random inputs")

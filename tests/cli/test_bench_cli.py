@@ -16,7 +16,7 @@ from compress.measure.bench import BenchSettings
 
 main = pytest.importorskip("compress.cli.main", reason="compress.cli.main is not wired yet")
 
-FAST = ["--min-calls", "12", "--warmup", "1", "--max-seconds", "1", "--target-pct", "5"]
+FAST = ["--min-calls", "20", "--warmup", "1", "--max-seconds", "1", "--target-pct", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_table_on_stdout_json_file_and_progress_on_stderr(cnn: Path, tmp_path: P
     assert "stopped:" not in result.stdout.split("\n", 2)[-1]
 
     data = json.loads(out.read_text())
-    assert data["baseline"] == "cnn" and data["settings"]["min_calls"] == 12 and data["settings"]["target_pct"] == 5
+    assert data["baseline"] == "cnn" and data["settings"]["min_calls"] == 20 and data["settings"]["target_pct"] == 5
     assert set(data["models"]["other"]["results"]) == {"b1_t1", "b3_t1"}
     figures = data["models"]["other"]["results"]["b3_t1"]
     assert figures["bytes"] == cnn.stat().st_size and figures["throughput"] > 0
@@ -70,7 +70,7 @@ def test_json_dash_prints_only_json_on_stdout(cnn: Path) -> None:
     ("--batch", "0", "'--batch-sizes' / '--batch': 0 is not in the range x>=1"),
     ("--batch-sizes", "x", "'--batch-sizes' / '--batch': 'x' is not a valid integer range"),
     ("--threads", "0", "'--threads': 0 is not in the range x>=1"),
-    ("--min-calls", "3", "'--min-calls': 3 is not in the range 12<=x<=1000000"),
+    ("--min-calls", "3", "'--min-calls': 3 is not in the range 20<=x<=1000000"),
     ("--target-pct", "0", "'--target-pct': 0.0 is not in the range 0<x<=50"),
     ("--max-seconds", "-1", "'--max-seconds': -1.0 is not in the range 0<x<=3600"),
     ("--warmup", "-1", "'--warmup': -1 is not in the range 0<=x<=1000"),

@@ -20,7 +20,7 @@ _one_line_error = one_line_error
 
 def test_chained_passes_write_a_report(runner, tmp_path):
     result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), "--json", "export", "--opset", "17",
-                                 "bench", "--min-calls", "12", "--warmup", "1", "--max-seconds", "1"])
+                                 "bench", "--min-calls", "20", "--warmup", "1", "--max-seconds", "1"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert [s["name"] for s in report["steps"]] == ["export", "bench"]

@@ -3,6 +3,7 @@ real file sizes, a real child process for peak RSS."""
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from compress.measure.feeds import make_feeds
 from compress.errors import UsageError
 from compress.onnx.session import open_session
 
-FAST = BenchSettings(warmup=1, min_calls=12, target_pct=5.0, max_seconds=1.0, seq_len=16)
+FAST = BenchSettings(warmup=1, min_calls=20, target_pct=5.0, max_seconds=1.0, seq_len=16)
 
 
 def tiny_cnn() -> nn.Module:
@@ -267,3 +268,11 @@ def test_token_ids_stay_within_the_vocabulary_read_from_the_graph(onnx_dir: Path
     # a vocabulary of 2,048 keeps the usual range
     assert vocabulary_size(str(onnx_dir / "text.onnx"), "input_ids") == 2048
     assert token_id_range(str(onnx_dir / "text.onnx"), "input_ids") == (1000, 2000)
+
+
+def test_the_looks_spend_five_percent_in_all() -> None:
+    from compress.measure.bench import look_confidence
+
+    misses = [1 - look_confidence(k) for k in range(1, 100_000)]
+    assert misses[0] == pytest.approx(0.05 * 6 / math.pi**2) and misses == sorted(misses, reverse=True)
+    assert 0.0499 < sum(misses) < 0.05

@@ -17,7 +17,7 @@ from compress.recipe import make_step
 
 # Options that keep each pass quick on the tiny model; a pass not listed runs with its defaults.
 FAST_OPTIONS: dict[str, dict] = {
-    "bench": {"min_calls": 12, "warmup": 0, "max_seconds": 0.5},
+    "bench": {"min_calls": 20, "warmup": 0, "max_seconds": 0.5},
     "ptq": {"calibration_samples": 32, "time_check": False, "min_fidelity": 0},
     "distill": {"data": "digits:train", "steps": 2, "batch_size": 8},
     "synthesize": {"images": 4, "batch_size": 2, "steps": 1},
