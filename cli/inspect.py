@@ -64,4 +64,5 @@ def passes_command(as_json: bool) -> None:
     console = stdout()
     for name, p in PASSES.items():
         rows = [[f"--{field.replace('_', '-')}", str(info.default), info.description or ""] for field, info in p.config.model_fields.items()]
-        console.print(table(f"{name}: {p.summary}", ["option", "default", "meaning"], rows))
+        contract = f"needs {' + '.join(sorted(p.needs)) or 'nothing'}; gives {', '.join(sorted(p.gives)) or 'nothing'}; changes {p.changes}"
+        console.print(table(f"{name}: {p.summary} ({contract})", ["option", "default", "meaning"], rows))

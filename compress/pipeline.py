@@ -109,8 +109,9 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         where = _where(steps, index)
         ctx.log(f"[{index + 1}/{len(steps)}] {step.name}")
         started = time.perf_counter()
+        config = with_run_seed(step.config, ctx.seed)
         try:
-            result = PASSES[step.name].fn(model, step.config, ctx)
+            result = PASSES[step.name].fn(model, config, ctx)
         except RunFailed as exc:
             raise RunFailed(f"{where}: {exc}") from exc
         seconds = time.perf_counter() - started
@@ -128,7 +129,7 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
             ctx.data[role] = source
         record.steps.append(StepRecord(
             name=step.name,
-            config=step.config.model_dump(mode="json"),
+            config=config.model_dump(mode="json"),
             before=before,
             after=stats,
             seconds=round(seconds, 3),
@@ -167,6 +168,13 @@ def check_runs(model: Model, expected_shape: torch.Size, where: str) -> None:
         raise RunFailed(f"{where}: output shape changed from {list(expected_shape)} to {list(out.shape)}")
     if not torch.isfinite(out).all():
         raise RunFailed(f"{where}: the model gives non-finite outputs ({int((~torch.isfinite(out)).sum())} values)")
+
+
+def with_run_seed(config: BaseModel, seed: int) -> BaseModel:
+    """A pass config's own `seed` field, when the step does not set it, is the run's one seed."""
+    if "seed" in type(config).model_fields and "seed" not in config.model_fields_set:
+        return config.model_copy(update={"seed": seed})
+    return config
 
 
 def check_edits(before: Model, after: Model, where: str) -> None:

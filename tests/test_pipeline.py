@@ -195,3 +195,12 @@ def test_the_runs_seed_and_device_reach_every_pass(tmp_path, monkeypatch):
     assert seen == {"seed": 11, "device": "cpu"}
     with pytest.raises(UsageError, match="device: gpu: use one of cpu, cuda"):
         run_recipe(model, Recipe(()), tmp_path / "other", device="gpu")
+
+
+def test_a_pass_seed_left_unset_is_the_runs_seed():
+    from compress.pipeline import with_run_seed
+
+    unset, own = make_step("bench", {}).config, make_step("bench", {"seed": 3}).config
+    assert with_run_seed(unset, 5).seed == 5 and with_run_seed(own, 5).seed == 3
+    export = make_step("export", {}).config  # no seed field: unchanged
+    assert with_run_seed(export, 5) is export
