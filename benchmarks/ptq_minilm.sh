@@ -18,4 +18,4 @@ PY
 cp "$W/static/model.int8.onnx" "$W/static_int8.onnx"
 $BIN/compress eval "$W/ort_dynamic.onnx" --data text:heldout --reference minilm --json > "$W.ort_dynamic.eval.json"
 $BIN/compress bench "$W/auto/model.onnx" "$W/auto/model.int8.onnx" "$W/static_int8.onnx" "$W/ort_dynamic.onnx" \
-    --baseline "$W/auto/model.onnx" --batch 1 --batch 8 --threads 1 --warmup 5 --iters 30 --json "$W.bench.json"
+    --baseline "$W/auto/model.onnx" --batch 1 --batch 8 --threads 1 --max-seconds 30 --json "$W.bench.json"
