@@ -1,9 +1,13 @@
 """Every file the tool writes goes to a temp file in the same folder and is renamed into place,
-so an interrupted run never leaves a half-written ONNX file or report."""
+so an interrupted run never leaves a half-written ONNX file or report.
+
+A temp file's name carries the writer's pid (`.model.onnx.<pid>.<random>.tmp`): one left by a
+process that was killed (SIGKILL, power loss) is removed the next time that file is written."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator
@@ -17,7 +21,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; rename it onto `path` only if the block succeeds."""
     target = Path(path)
     ensure_writable_dir(target.parent)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temps(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; outputs get the usual permissions
     try:
@@ -26,6 +31,26 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temps(target: Path) -> None:
+    """Remove temp files for `target` whose writer is no longer running; a live writer's (another
+    compress writing the same file) stay."""
+    prefix = f".{target.name}."
+    for path in target.parent.glob(glob.escape(prefix) + "*.tmp"):
+        pid = path.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and not _running(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def umask() -> int:

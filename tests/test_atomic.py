@@ -28,3 +28,17 @@ def test_written_files_get_normal_permissions(tmp_path):
 def test_unwritable_folder_is_usage_error():
     with pytest.raises(UsageError, match="output folder"):
         write_text("/proc/nope/a.txt", "x")
+
+
+def test_temp_files_of_dead_writers_are_removed_on_the_next_write(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = tmp_path / f".bench.json.{dead.stdout.strip()}.abc123.tmp"
+    live = tmp_path / f".bench.json.{os.getppid()}.def456.tmp"  # a running process: maybe writing now
+    other = tmp_path / f".report.json.{dead.stdout.strip()}.ghi789.tmp"  # another file's: not this write's business
+    for path in (stale, live, other):
+        path.write_text("half")
+    write_text(tmp_path / "bench.json", "{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["bench.json", live.name, other.name])
