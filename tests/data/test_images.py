@@ -141,3 +141,18 @@ def test_a_model_without_image_size_takes_its_processors_size(runner, classes, t
     result = runner.invoke(cli, ["run", "--model", str(tmp_path / "resnet"), "--data", f"images:{classes}", "--out", str(tmp_path / "x"), "--json", "export"])
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["summary"]["quality_metric"] == "accuracy"
+
+
+def test_a_saved_model_keeps_its_image_processor(classes, tmp_path):
+    import shutil
+
+    from compress.model import save
+
+    folder = _vit(tmp_path, 16)
+    model = load(str(folder))
+    expected = load_data(f"images:{classes}", model)
+    save(model, tmp_path / "saved")
+    shutil.rmtree(folder)
+    again = load_data(f"images:{classes}", load(str(tmp_path / "saved")))
+    torch.testing.assert_close(again.inputs[0], expected.inputs[0])
+    assert again.labels.tolist() == expected.labels.tolist()  # label names from the copied config
