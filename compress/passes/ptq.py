@@ -125,7 +125,21 @@ def _time_against_float(source: Path, target: Path, ctx: Context) -> dict[str, f
     ctx.log(f"ptq: INT8 {ours['p50_ms']:.3f} ms vs float {theirs['p50_ms']:.3f} ms at batch 1: {verdict} "
             f"({ratio:.2f}x the float latency, 95% interval {ours['latency_ratio_low']:.2f}-{ours['latency_ratio_high']:.2f})")
     return {"int8_p50_ms": ours["p50_ms"], "float_p50_ms": theirs["p50_ms"], "int8_latency_ratio": ratio,
-            "int8_latency_ratio_high": ours["latency_ratio_high"], "int8_slower": ratio >= 1}
+            "int8_latency_ratio_high": ours["latency_ratio_high"], "int8_slower": ratio >= 1,
+            **_per_operator(source, target, ctx)}
+
+
+def _per_operator(source: Path, target: Path, ctx: Context) -> dict[str, str]:
+    """onnxruntime's profiler on both graphs at batch 1: milliseconds per call by operator type,
+    so a slower INT8 graph shows where (Q/DQ, requantization, float operators left between)."""
+    from compress.measure.profile import op_type_ms
+
+    shown = {}
+    for label, path in (("float", source), ("int8", target)):
+        times = op_type_ms(path)
+        shown[f"{label}_op_ms"] = ", ".join(f"{op} {ms:.3f}" for op, ms in list(times.items())[:6])
+        ctx.log(f"ptq: {label} graph, ms per call by operator: {shown[f'{label}_op_ms']}")
+    return shown
 
 
 def _counts(counts: dict[str, int]) -> str:

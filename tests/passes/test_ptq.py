@@ -42,6 +42,7 @@ def test_ptq_writes_the_int8_onnx_as_the_current_onnx(tmp_path, model):
     assert figures["int8_agreement"] >= 0.9 and figures["fidelity_samples"] == 64
     assert figures["size_ratio"] == figures["onnx_bytes"] / figures["float_onnx_bytes"]  # Q/DQ overhead: a tiny graph grows
     assert figures["int8_latency_ratio"] > 0 and isinstance(figures["int8_slower"], bool)
+    assert "Conv" in figures["float_op_ms"] and "QLinearConv" in figures["int8_op_ms"]  # integer kernels ran
     assert quantization_of(record.model)["pass"] == "ptq" and quantization_of(model) is None
 
 
