@@ -4,6 +4,7 @@ checks, so a report never vouches for a file that changed after it was written."
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,3 +50,23 @@ def check_files(files: object, folder: Path) -> None:
         actual = file_sha256(path)
         if actual != recorded:
             raise UsageError("run folder file", path, f"changed after report.json was written (sha256 {actual[:12]}, recorded {recorded[:12]}); rerun compress run")
+
+
+SELF_KEY = "report_sha256"
+
+
+def report_sha256(report: Mapping) -> str:
+    """sha256 of the report's content (every key but this digest), in a canonical JSON form that
+    reading the file back gives again: a report edited after it was written no longer matches."""
+    content = {k: v for k, v in report.items() if k != SELF_KEY}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def check_report(report: Mapping, path: Path) -> None:
+    """A report compress wrote (it carries its own digest) must be unchanged, and so must the files
+    it names; else a UsageError names the report or the file."""
+    recorded = report.get(SELF_KEY)
+    if recorded is not None and recorded != report_sha256(report):
+        raise UsageError("report", path, "was edited after compress wrote it (its report_sha256 no longer matches); rerun compress run")
+    if "files" in report:  # hand-made summaries carry no files
+        check_files(report["files"], path.parent)

@@ -16,7 +16,7 @@ from pydantic import Field
 
 from compress.errors import UsageError
 from compress.config import StrictConfig, build_config
-from compress.reporting.digest import check_files
+from compress.reporting.digest import check_report
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
 
 BYTES_PER_MB = 1_000_000
@@ -129,8 +129,7 @@ def read_report(path: str | os.PathLike) -> dict:
             f"schema_version {version!r} (written by {writer}), this compress reads "
             f"{REPORT_SCHEMA_VERSION}; regenerate the report with this compress",
         )
-    if "files" in report:  # written by compress run; hand-made summaries carry no files
-        check_files(report["files"], path.parent)
+    check_report(report, path)
     return report
 
 

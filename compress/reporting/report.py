@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from compress.atomic import write_text
-from compress.reporting.digest import folder_sha256
+from compress.reporting.digest import SELF_KEY, folder_sha256, report_sha256
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
@@ -78,7 +78,8 @@ def _costs(stats: dict[str, Any]) -> dict[str, Any]:
 
 def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
     """Write the plot and report.md, then report.json last with the sha256 of every other file in
-    `run_dir` (`files`, paths relative to it), so `compress gate` can tell when one changed."""
+    `run_dir` (`files`, paths relative to it) and of its own content (`report_sha256`), so
+    `compress gate` can tell when one changed."""
     paths = {"report_json": run_dir / "report.json", "report_md": run_dir / "report.md"}
     plot = _plot(report, run_dir)
     if plot is not None:
@@ -86,6 +87,7 @@ def write_report(report: dict[str, Any], run_dir: Path) -> dict[str, Path]:
         report.setdefault("artifacts", {})["plot"] = plot.name
     write_text(paths["report_md"], to_markdown(report))
     report["files"] = folder_sha256(run_dir, exclude=paths["report_json"])
+    report[SELF_KEY] = report_sha256(report)
     write_text(paths["report_json"], json.dumps(report, indent=2, default=str) + "\n")
     return paths
 

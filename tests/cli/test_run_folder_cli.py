@@ -155,3 +155,12 @@ def test_no_file_of_a_run_names_its_staging_folder(runner, tmp_path):
     for path in (out / "report.json", out / "bench.json", out / "report.md"):
         assert ".staging." not in path.read_text(), path.name
     assert {m["path"] for m in json.loads((out / "bench.json").read_text())["models"].values()} <= {"model.onnx", "original.onnx"}
+
+
+def test_gate_refuses_a_report_edited_after_the_run(runner, good_run):
+    report = json.loads((good_run / "report.json").read_text())
+    assert len(report["report_sha256"]) == 64
+    report["summary"]["parity"]["passed"] = not report["summary"]["parity"]["passed"]
+    (good_run / "report.json").write_text(json.dumps(report, indent=2))
+    result = runner.invoke(cli, ["gate", str(good_run / "report.json"), "--require-parity"])
+    _one_line_error(result, 2, "report", "was edited after compress wrote it")
