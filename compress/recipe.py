@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from compress.errors import UsageError
-from compress.reporting.gate import Budgets
+from compress.reporting.gate import BUDGET_NEEDS, Budgets
 from compress.passes import PASSES
 from compress.pipeline import Step, check_order
 from compress.config import build_config, combine, did_you_mean
@@ -48,6 +48,7 @@ class Recipe:
 
     def __post_init__(self) -> None:
         check_order(self.steps)
+        check_gates(self.steps, self.gates)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -56,6 +57,20 @@ class Recipe:
             "steps": [{s.name: s.config.model_dump(mode="json")} for s in self.steps],
             "gates": self.gates.model_dump(mode="json", exclude_none=True),
         }
+
+
+def check_gates(steps: tuple[Step, ...], gates: Budgets) -> None:
+    """Refuse budgets no step can measure (max_p90_ms without a bench step, ...): such a gate
+    could only fail, and only at the end of the run."""
+    given = {kind for step in steps for kind in PASSES[step.name].gives}
+    errors = []
+    for name in gates.checked():
+        need = BUDGET_NEEDS.get(name)
+        if need is not None and need not in given:
+            givers = " or ".join(n for n, spec in PASSES.items() if need in spec.gives and need not in spec.needs)
+            errors.append(UsageError(f"gates {name}", getattr(gates, name), f"needs {need} figures, which no step gives; add {givers} to the steps"))
+    if errors:
+        raise combine(errors)
 
 
 def read_recipe(path: str | Path) -> Recipe:

@@ -139,3 +139,12 @@ def test_a_long_bad_value_is_cut_in_the_one_line_message():
         parse_recipe(_recipe([{"export": {"filename": "x" * 5000}}]), "r.yaml")
     message = str(caught.value)
     assert len(message) < 300 and "…" in message and message.startswith("step 1 (export) option filename: xxxx")
+
+
+def test_a_budget_no_step_can_measure_is_refused_when_read():
+    text = _recipe([{"export": {}}], {"max_p90_ms": 5.0, "max_latency_ratio": 0.5, "max_onnx_mb": 1.0})
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(text, "r.yaml")
+    assert str(caught.value) == ("input: 2 problems: gates max_p90_ms: 5.0: needs latency figures, which no step gives; add bench "
+                                 "to the steps; gates max_latency_ratio: 0.5: needs latency figures, which no step gives; add bench to the steps")
+    assert parse_recipe(_recipe([{"export": {}}], {"require_parity": False, "max_params": 10}), "r.yaml").gates.max_params == 10

@@ -88,6 +88,10 @@ class _Figure:
     missing: str  # the fix when the report lacks the figure
 
 
+# What a step must produce (compress.context.Produced) for a budget to be measured at all; a
+# recipe whose steps give none of it is refused when it is read (compress.recipe).
+BUDGET_NEEDS = {"max_onnx_mb": "onnx", "max_p90_ms": "latency", "max_latency_ratio": "latency", "require_parity": "parity"}
+
 _FIGURES = {
     "max_onnx_mb": _Figure(("final", "onnx_bytes"), BYTES_PER_MB, 2, " MB",
                            "final ONNX is {measured}, budget {limit}", "add the export step"),
