@@ -74,7 +74,7 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
     from compress.quant.qdq_export import export_quantized, verify
 
     ctx.log(f"export: exporting the fake-quantized {model.name} to INT8 {config.filename} (opset {config.opset}) with its learned scales")
-    exported = export_quantized(model, ctx.run_dir / config.filename, config.opset)
+    exported = export_quantized(model, ctx.run_dir / config.filename, config.opset, _qat_calibration(model, ctx))
     data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else Dataset("example inputs", model.example_inputs)
     fidelity = verify(model, exported.path, data)
     figures = {
@@ -89,6 +89,15 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
     produced = {"onnx": {"path": str(exported.path), "bytes": exported.bytes, "opset": exported.opset,
                          "exporter": exported.exporter, "quantized": "int8 qat"}}
     return Result(model, figures, {"onnx": exported.path}, produced)
+
+
+def _qat_calibration(model: Model, ctx: Context):
+    """The data `qat` trained on (recorded in its edit), as calibration for the operators between
+    the quantized layers."""
+    from compress.quant.edits import FAKE_QUANT
+
+    spec = next((e.get("data") for e in reversed(model.edits) if e.get("kind") == FAKE_QUANT), None)
+    return ctx.dataset(spec, "calibration").head(256) if spec else None
 
 
 def _failure(parity: Parity, config: ExportConfig, onnx_name: str) -> str:

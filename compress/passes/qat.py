@@ -67,7 +67,7 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     wrap(module, layers, config.bits, shared, signed)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
-    edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed},)
+    edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec},)
     student = student.replace(edits=(*student.edits, *edits))
     ctx.log(f"qat: {len(layers)} layers at {config.bits}-bit weights / 8-bit inputs, {len(pairs)} BatchNorms folded, "
             f"steps from {config.init} on {data.name}")

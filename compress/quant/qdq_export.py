@@ -26,7 +26,7 @@ from compress.model import Model
 from compress.onnx.export import export_onnx
 from compress.quant.calibration import DatasetReader
 from compress.quant.fake import QuantLayer, quant_layers
-from compress.quant.ort import op_summary, quiet
+from compress.quant.ort import has_integer_inputs, op_summary, quiet
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,10 @@ def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
     return model.replace(module=module), layers
 
 
-def export_quantized(model: Model, path: Path, opset: int = 17) -> QuantizedExport:
+def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dataset | None = None) -> QuantizedExport:
+    """With `calibration` (the data QAT trained on), a graph with float inputs also gets Q/DQ on
+    the operators between the layers (residual Adds, pooling), ranged on that data, so onnxruntime
+    runs them in int8 as PTQ does; without it only the layers' inputs and weights are quantized."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     twin, layers = float_twin(model)
@@ -60,13 +63,15 @@ def export_quantized(model: Model, path: Path, opset: int = 17) -> QuantizedExpo
         exported = export_onnx(twin, Path(scratch) / "float.onnx", opset)
         graph = onnx.load(str(exported.path)).graph
         overrides, nodes = _overrides(graph, layers)
-        reader = DatasetReader(Dataset("example inputs", model.example_inputs), [i.name for i in graph.input], 1)
+        whole_graph = calibration is not None and not has_integer_inputs(graph)
+        data = calibration if whole_graph else Dataset("example inputs", model.example_inputs)
+        reader = DatasetReader(data, [i.name for i in graph.input], 32)
         with atomic_path(path) as tmp, quiet():
             try:
                 quantize_static(
                     str(exported.path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                    op_types_to_quantize=["Conv", "Gemm", "MatMul"], calibrate_method=CalibrationMethod.MinMax,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=None if whole_graph else nodes,
+                    op_types_to_quantize=None if whole_graph else ["Conv", "Gemm", "MatMul"], calibrate_method=CalibrationMethod.MinMax,
                     extra_options={"TensorQuantOverrides": overrides, "WeightSymmetric": True},
                 )  # fmt: skip
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors

@@ -46,6 +46,7 @@ def test_qat_then_export_writes_int8_that_agrees_and_reloads(tmp_path, model):
     qat, export = record.steps[0].figures, record.steps[1].figures
     assert qat["quantized_layers"] == 3 and qat["folded_batchnorms"] == 2 and qat["bits"] == "4"
     assert export["fake_quant_agreement"] >= 0.95 and "Conv 2" in export["quantized_ops"]
+    assert "Add 1" in export["quantized_ops"] and export["float_ops"] == "none"  # ranged on the qat data
     assert quantization_of(record.model) == {"kind": "quantized", "pass": "qat", "bits": "4"}
     again = load(str(save(record.model, tmp_path / "saved")))
     x = torch.randn(5, 1, 8, 8)
