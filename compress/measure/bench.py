@@ -102,12 +102,8 @@ def bench(
     models, baseline_name = _named_models(paths, baseline)
     cpu = cpu_info()
     _check_threads(settings, cpu["usable_cpus"])
-    for path in models.values():  # a file that is not a runnable model is bad input, named before anything is timed
-        session = open_session(path, 1)
-        _checked_feeds(session, path, 1, settings)
-        for batch in settings.batch_sizes:  # a fixed batch axis refuses the other sizes here, without allocating them
-            for spec in session.get_inputs():
-                input_shape(spec, path, batch, settings.seq_len)
+    for path in models.values():
+        _check_runs(path, settings)
     # Peak RSS next: its fresh process also estimates the memory the largest batch needs, so a
     # batch that cannot fit is refused before any timing.
     files = {name: {"path": str(path), "bytes": path.stat().st_size, **_peak_rss(name, path, settings, say)}
@@ -118,10 +114,22 @@ def bench(
         for batch in settings.batch_sizes:
             feeds = {name: _checked_feeds(sessions[name], path, batch, settings) for name, path in models.items()}
             rows += _time_setting(sessions, feeds, batch, threads, settings, baseline_name, say)
+        del sessions, feeds  # before the next thread count's sessions load
     for row in rows:
         row["bytes"] = files[row["model"]]["bytes"]
         row["path"] = str(models[row["model"]])
     return BenchReport(rows, files, settings, baseline_name, ort.__version__, cpu)
+
+
+def _check_runs(path: Path, settings: BenchSettings) -> None:
+    """A file that is not a runnable model is bad input, named before anything is timed; a fixed
+    batch axis refuses the other batch sizes here, without allocating them. The session is
+    dropped on return, so it holds no memory while the models are timed."""
+    session = open_session(path, 1)
+    _checked_feeds(session, path, 1, settings)
+    for batch in settings.batch_sizes:
+        for spec in session.get_inputs():
+            input_shape(spec, path, batch, settings.seq_len)
 
 
 def _time_setting(sessions: dict[str, ort.InferenceSession], feeds: dict[str, dict[str, np.ndarray]], batch: int,
