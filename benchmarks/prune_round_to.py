@@ -51,7 +51,7 @@ def main() -> None:
         model = Model(network(width), (x,), ("input",), "classification", Source("factory", f"round_to:{width}"), name=f"w{width}")
         paths.append(export_onnx(model, args.workdir / f"w{width}.onnx").path)
         macs[f"w{width}"] = mac_count(model.module, (x,))
-    settings = BenchSettings(batch_sizes=(1, 8), threads=(1,), warmup=5, iters=30, rounds=3)
+    settings = BenchSettings(batch_sizes=(1, 8), threads=(1,), max_seconds=60.0)
     report = bench(paths, settings, log=lambda s: None)
     result = {}
     for batch in settings.batch_sizes:

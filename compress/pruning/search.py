@@ -3,7 +3,8 @@ onnxruntime latency budget, found by bisection on the ratio (every figure falls 
 grows), each probe measured on the really pruned model.
 
 Latency is measured as the bench measures it: the model exported by the one export, timed by the
-one timer (`compress.measure.bench.time_session`) at the pass's batch and thread count.
+bench's paired timing against the original (`compress.measure.bench.time_paired`) at the pass's
+batch and thread count.
 """
 
 from __future__ import annotations
@@ -51,20 +52,27 @@ def find_ratio(measure: Callable[[float], float], dense: float, target: float, o
 
 class LatencyProbe:
     """onnxruntime latency of pruned candidates, comparable across a busy machine's load swings:
-    each candidate is timed in turns with the original (the bench's habit), and its figure is
-    its latency ratio to the original times the original's latency measured at the start."""
+    each candidate is timed by the bench's paired timing (ABBA blocks with the original), and its
+    figure is its latency ratio to the original times the original's latency measured at the start."""
 
-    def __init__(self, original: Model, folder: Path, batch: int, threads: int, rounds: int = 3, iters: int = 15) -> None:
-        self.folder, self.batch, self.threads, self.rounds, self.iters = folder, batch, threads, rounds, iters
+    def __init__(self, original: Model, folder: Path, batch: int, threads: int, max_seconds: float = 5.0) -> None:
+        from compress.measure.bench import time_session
+        from compress.measure.settings import BenchSettings
+
+        self.folder = folder
+        self.settings = BenchSettings(batch_sizes=(batch,), threads=(threads,), max_seconds=max_seconds)
         self.original = self._session(original, "original.onnx")
-        self.original_ms = float(np.median([np.median(self._time(self.original, 2 * iters)) for _ in range(rounds)]))
+        session, feeds = self.original
+        self.original_ms = float(np.median(time_session(session, feeds, self.settings.warmup, self.settings.min_calls)))
 
     def __call__(self, model: Model) -> float:
+        from compress.measure.bench import block_ratios, time_paired
+
         candidate = self._session(model, "probe.onnx")
-        ratios = []
-        for _ in range(self.rounds):
-            ratios.append(np.median(self._time(candidate, self.iters)) / np.median(self._time(self.original, self.iters)))
-        return float(np.median(ratios)) * self.original_ms
+        sessions = {"original": self.original[0], "probe": candidate[0]}
+        feeds = {"original": self.original[1], "probe": candidate[1]}
+        calls, _, _ = time_paired(sessions, feeds, self.settings, "original")
+        return block_ratios(calls, "original")["probe"][0] * self.original_ms
 
     def _session(self, model: Model, filename: str):
         from compress.measure.feeds import make_feeds
@@ -72,11 +80,5 @@ class LatencyProbe:
         from compress.onnx.session import open_session
 
         path = export_onnx(model, self.folder / filename).path
-        session = open_session(path, self.threads)
-        return session, make_feeds(session, path, self.batch, model.source.seq_len, seed=0)
-
-    def _time(self, opened, iters: int) -> list[float]:
-        from compress.measure.bench import time_session
-
-        session, feeds = opened
-        return time_session(session, feeds, 3, iters)
+        session = open_session(path, self.settings.threads[0])
+        return session, make_feeds(session, path, self.settings.batch_sizes[0], model.source.seq_len, seed=0)

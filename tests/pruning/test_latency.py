@@ -43,6 +43,7 @@ def test_latency_allocation_prunes_and_caches_its_table(tmp_path):
     assert result.figures["channels_kept"] < result.figures["channels"]
 
 
+@pytest.mark.slow
 def test_an_unreachable_latency_budget_says_the_best_reached(tmp_path):
     digits = load("digits")
     with pytest.raises(UsageError, match=r"--target-latency-ms: 1e-06: unreachable: the best reached is .* ms at ratio 0.95"):
