@@ -71,7 +71,7 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
     the learned steps; checked against the fake-quant torch model by agreement (or cosine), as
     rounding at grid boundaries makes an absolute tolerance meaningless."""
     from compress.data.specs import Dataset
-    from compress.quant.qdq_export import export_quantized, verify
+    from compress.quant.qdq_export import LEAST_AGREEMENT, LEAST_COSINE, export_quantized, verify
 
     ctx.log(f"export: exporting the fake-quantized {model.name} to INT8 {config.filename} (opset {config.opset}) with its learned scales")
     exported = export_quantized(model, ctx.run_dir / config.filename, config.opset, _qat_calibration(model, ctx))
@@ -86,8 +86,14 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
         **{f"fake_quant_{k}": v for k, v in fidelity.items()},
         "parity_samples": len(data),
     }
+    # The parity a gate reads: for an INT8 graph the check is top-1 disagreement (1 - cosine for
+    # encoders) with the fake-quant model against its bar; verify() already failed the run over it.
+    metric, bar = ("agreement", LEAST_AGREEMENT) if model.task == "classification" else ("cosine_mean", LEAST_COSINE)
+    parity = {"passed": True, "max_abs_diff": 1 - fidelity[metric], "tolerance": 1 - bar,
+              "cosine_min": fidelity["cosine_min"], "samples": len(data),
+              "criterion": f"1 - {metric} of the INT8 ONNX to the fake-quantized torch model"}
     produced = {"onnx": {"path": str(exported.path), "bytes": exported.bytes, "opset": exported.opset,
-                         "exporter": exported.exporter, "quantized": "int8 qat"}}
+                         "exporter": exported.exporter, "quantized": "int8 qat"}, "parity": parity}
     return Result(model, figures, {"onnx": exported.path}, produced)
 
 

@@ -48,6 +48,8 @@ def test_qat_then_export_writes_int8_that_agrees_and_reloads(tmp_path, model):
     assert export["fake_quant_agreement"] >= 0.95 and "Conv 2" in export["quantized_ops"]
     assert "Add 1" in export["quantized_ops"] and export["float_ops"] == "none"  # ranged on the qat data
     assert quantization_of(record.model) == {"kind": "quantized", "pass": "qat", "bits": "4"}
+    parity = record.steps[1].produced["parity"]  # what require_parity reads: disagreement vs its bar
+    assert parity["passed"] and parity["max_abs_diff"] <= parity["tolerance"] == pytest.approx(0.005)
     again = load(str(save(record.model, tmp_path / "saved")))
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(again(x), record.model(x)) and len(quant_layers(again.module)) == 3
