@@ -49,8 +49,13 @@ def build_config(cls: type[C], options: Mapping[str, Any], where: str) -> C:
 
 
 def validation_error(cls: type[BaseModel], exc: ValidationError, where: str) -> UsageError:
-    """One UsageError for every problem pydantic found (one line, problems joined with '; ')."""
-    return combine([_one_error(cls, error, where) for error in exc.errors(include_url=False)])
+    """One UsageError for every problem pydantic found (one line, problems joined with '; ').
+    An error about a whole field is left out when one of its items has its own (a bad item also
+    fails the tuple's length check after validation)."""
+    errors = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    kept = [e for e in errors if not any(len(other) > len(e["loc"]) and other[: len(e["loc"])] == tuple(e["loc"]) for other in locs)]
+    return combine([_one_error(cls, error, where) for error in kept])
 
 
 def combine(errors: list[UsageError]) -> UsageError:

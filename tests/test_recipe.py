@@ -148,3 +148,9 @@ def test_a_budget_no_step_can_measure_is_refused_when_read():
     assert str(caught.value) == ("input: 2 problems: gates max_p90_ms: 5.0: needs latency figures, which no step gives; add bench "
                                  "to the steps; gates max_latency_ratio: 0.5: needs latency figures, which no step gives; add bench to the steps")
     assert parse_recipe(_recipe([{"export": {}}], {"require_parity": False, "max_params": 10}), "r.yaml").gates.max_params == 10
+
+
+def test_a_bad_item_is_one_problem_not_two():
+    with pytest.raises(UsageError) as caught:
+        parse_recipe(_recipe([{"export": {}}, {"bench": {"batch_sizes": [0]}}]), "r.yaml")
+    assert str(caught.value) == "step 2 (bench) option batch_sizes.0: 0: input should be greater than or equal to 1"
