@@ -32,10 +32,12 @@ UNSUPPORTED = (nn.MultiheadAttention, nn.RNNBase, nn.Transformer, nn.Transformer
 # Normalisation over channels: pruning changes their statistics, so the zero-channel check below
 # cannot hold exactly for groups that contain them.
 CHANNEL_STATISTICS = (nn.LayerNorm, nn.GroupNorm)
-IMPORTANCES = ("l1", "l2", "taylor", "bn_scale")
 # Channel-wise operations worth naming in a group (residual adds, gates, layout changes); other
 # element-wise ops (activations, copies) are left out of the listing.
 STRUCTURAL = ("add", "sub", "mul", "div", "permute", "transpose", "mean", "sum")
+CHANNELWISE = ("relu", "gelu", "silu", "sigmoid", "tanh", "hardswish", "hardsigmoid", "hardtanh", "elu", "softplus",
+               "mish", "clone", "dropout", "pow", "sqrt", "neg", "exp", "log", "abs", "clamp", "maxpool", "avgpool",
+               "adaptiveavgpool", "adaptivemaxpool", "upsample", "pad", "contiguous", "to_copy", "copy")
 
 
 @dataclass(frozen=True)
@@ -214,5 +216,12 @@ def _op_name(op: object) -> str:
             return name
     if isinstance(op, ops._ElementWiseOp):
         name = str(getattr(op, "_grad_fn", "")).lower()
-        return next((kind for kind in STRUCTURAL if kind in name), "")
+        for suffix in ("backward0", "backward1", "backward"):
+            name = name.replace(suffix, "")
+        if any(kind in name for kind in STRUCTURAL):
+            return next(kind for kind in STRUCTURAL if kind in name)
+        # Activations, copies and a linear weight's transpose ("t") act on each channel alone;
+        # anything else (a custom autograd function, an op Torch-Pruning does not know) is
+        # named, since it may mix channels.
+        return "" if name == "t" or any(benign in name for benign in CHANNELWISE) else name
     return type(op).__name__

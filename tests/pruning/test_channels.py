@@ -103,6 +103,29 @@ def test_channel_halves_added_together_are_refused_by_name():
         pruner.apply(pruner.edit(pruner.scores("l2"), Ratios(0.5, 0, 0), "uniform", 1, True), check=True)
 
 
+def test_a_custom_autograd_function_that_mixes_channels_is_refused_by_name():
+    class Roll(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return x.roll(1, dims=1)
+
+        @staticmethod
+        def backward(ctx, grad):
+            return grad.roll(-1, dims=1)
+
+    class Rolled(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.Conv2d(8, 8, 1), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.head(self.b(Roll.apply(self.a(x))).mean((2, 3)))
+
+    pruner = pruner_for(_model(Rolled()), ())
+    with pytest.raises(UsageError, match=r"prune: a \(.*roll.*\).*--ignore 'a'"):
+        pruner.apply(pruner.edit(pruner.scores("l2"), Ratios(0.5, 0, 0), "uniform", 1, True), check=True)
+
+
 def test_multihead_attention_is_refused_naming_module_and_operation():
     class WithAttention(nn.Module):
         def __init__(self):
