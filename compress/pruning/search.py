@@ -71,7 +71,7 @@ class LatencyProbe:
         candidate = self._session(model, "probe.onnx")
         sessions = {"original": self.original[0], "probe": candidate[0]}
         feeds = {"original": self.original[1], "probe": candidate[1]}
-        calls, _, _ = time_paired(sessions, feeds, self.settings, "original")
+        calls = time_paired(sessions, feeds, self.settings, "original")[0]
         return block_ratios(calls, "original")["probe"][0] * self.original_ms
 
     def _session(self, model: Model, filename: str):

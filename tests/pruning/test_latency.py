@@ -49,3 +49,14 @@ def test_an_unreachable_latency_budget_says_the_best_reached(tmp_path):
     with pytest.raises(UsageError, match=r"--target-latency-ms: 1e-06: unreachable: the best reached is .* ms at ratio 0.95"):
         prune(digits, PruneConfig(target_latency_ms=1e-6), Context(run_dir=tmp_path, teacher=digits))
     assert not list(tmp_path.glob(".prune-latency-*"))
+
+
+def test_the_latency_probe_reads_a_pruned_model_as_faster_than_the_original(tmp_path):
+    from compress.pruning.plan import Ratios
+    from compress.pruning.search import LatencyProbe
+
+    digits = load("digits")
+    probe = LatencyProbe(digits, tmp_path, batch=8, threads=1, max_seconds=1.0)
+    pruner = pruner_for(digits, ())
+    small = pruner.apply(pruner.edit(pruner.scores("l2"), Ratios(0.75, 0, 0), "uniform", 1, True))
+    assert 0 < probe(small) < probe.original_ms
