@@ -47,9 +47,19 @@ class CompressGroup(click.Group):
         with formatter.section("Commands"):
             formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
 
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.UsageError as exc:  # an unknown or bad option of `compress` itself
+            raise _one_line_usage(exc) from None
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's option click refused (range, type, unknown)
+            if ctx.params.get("debug"):
+                raise
+            raise _one_line_usage(exc) from None
         except (CompressError, KeyboardInterrupt, Exception) as exc:
             if ctx.params.get("debug") or isinstance(exc, (click.ClickException, click.exceptions.Exit, click.Abort)):
                 raise
@@ -72,6 +82,13 @@ class Terminated(KeyboardInterrupt):
 
 def _terminate(_signum: int, _frame: object) -> None:
     raise Terminated
+
+
+def _one_line_usage(exc: click.UsageError) -> ToolError:
+    """Click's own message (it names the option, the value and the allowed range) as our one line,
+    with where to read the options instead of click's usage block."""
+    command = exc.ctx.command_path if exc.ctx is not None else "compress"
+    return ToolError(f"{exc.format_message().rstrip('.')}; see '{command} --help'", exc.exit_code)
 
 
 def _as_click(exc: BaseException) -> ToolError:

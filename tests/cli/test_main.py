@@ -95,3 +95,16 @@ def test_the_torch_threads_option_sets_torch(runner):
         from compress.threads import apply_torch_threads
 
         apply_torch_threads(1)
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--bogus"], "No such option '--bogus'; see '"),
+    (["nosuch"], "No such command 'nosuch'"),
+    (["run", "--model", "digits", "export", "--opset", "99"], "'--opset': 99 is not in the range 17<=x<=21; see '"),
+    (["bench", "--threads", "0", "x.onnx"], "'--threads': 0 is not in the range x>=1; see '"),
+])
+def test_options_click_refuses_are_one_line_too(runner, args: list[str], needle: str) -> None:
+    # click's usage block is four lines; ours is the one `compress: ...` line with its words.
+    result = runner.invoke(cli, args)
+    assert result.stderr.count("\n") == 1
+    one_line_error(result, 2, needle)

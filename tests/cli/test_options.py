@@ -9,7 +9,6 @@ import click
 from click.testing import CliRunner
 from pydantic import Field, Strict
 
-from cli_checks import one_line_error
 from compress.cli.options import config_options, given, with_options
 from compress.config import StrictConfig, build_config
 
@@ -40,11 +39,17 @@ def test_options_convert_to_the_config_and_unset_ones_keep_its_defaults():
     assert _run().stdout.strip() == repr(Sample())
 
 
+def _refused(result, needle: str) -> None:
+    # A bare click command shows click's usage block; under `compress` it becomes one line
+    # (tests/cli/test_main.py). Here only the builder's range and choice are checked.
+    assert result.exit_code == 2 and needle in result.stderr, result.stderr
+
+
 def test_bad_values_get_clicks_message_naming_the_option():
-    one_line_error(_run("--ratio", "1"), 2, "'--ratio': 1.0 is not in the range 0<x<1")
-    one_line_error(_run("--size", "65"), 2, "'--sizes' / '--size': 65 is not in the range 1<=x<=64")
-    one_line_error(_run("--engine", "trt"), 2, "'--engine': 'trt' is not one of 'ort', 'inc'")
-    one_line_error(_run("--budget", "-1"), 2, "'--budget': -1.0 is not in the range x>=0")
+    _refused(_run("--ratio", "1"), "'--ratio': 1.0 is not in the range 0<x<1")
+    _refused(_run("--size", "65"), "'--sizes' / '--size': 65 is not in the range 1<=x<=64")
+    _refused(_run("--engine", "trt"), "'--engine': 'trt' is not one of 'ort', 'inc'")
+    _refused(_run("--budget", "-1"), "'--budget': -1.0 is not in the range x>=0")
 
 
 def test_help_shows_types_ranges_choices_and_defaults():
