@@ -19,13 +19,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from typing import Protocol
+import json
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
 
+from compress.atomic import atomic_path
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
 
@@ -94,6 +97,19 @@ class FitResult:
     seconds: float
 
 
+@dataclass(frozen=True)
+class Checkpointing:
+    """Where and how often `fit` saves its whole state, and whether it starts from that file.
+
+    `identity` is what must not change between the run that wrote a checkpoint and the one that
+    resumes from it (the recipe, the data spec); `fit` adds its own settings and the seed."""
+
+    path: Path
+    every: int
+    resume: bool = False
+    identity: Mapping[str, Any] = field(default_factory=dict)
+
+
 def fit(
     student: nn.Module,
     loss_fn: LossFn,
@@ -104,6 +120,7 @@ def fit(
     log: Callable[[str], None] = lambda _: None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    checkpointing: Checkpointing | None = None,
 ) -> FitResult:
     """Train `student` in place to lower `loss_fn` on batches of `data`; return the curve.
 
@@ -111,7 +128,9 @@ def fit(
     are trained too. With `evaluate`, the student is measured before the first step and every
     `eval_every` steps, and ends holding the best state seen (the starting state included, so fit
     never hands back a student worse on that figure than the one it was given). The student ends in
-    eval mode on `device`.
+    eval mode on `device`. With `checkpointing`, the whole state (weights, optimizer, schedule, RNG,
+    curve, best state) is written atomically every `every` steps; resuming from it ends with the
+    weights an uninterrupted run gives.
     """
     if len(data) == 0:
         raise UsageError("training data", "0 rows", "give data with at least one batch")
@@ -124,41 +143,52 @@ def fit(
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     # LambdaLR multiplies the peak rate; its state (last step) goes into a checkpoint as is.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_at(step) / config.lr)
+    trained = _Trained(student, loss_fn, optimizer, schedule)
+    identity = {**(checkpointing.identity if checkpointing else {}), "fit": asdict(config), "seed": seed, "rows": len(data)}
     eval_every = config.eval_every or config.steps
-    history: list[FitPoint] = []
     started = time.perf_counter()
     with torch.random.fork_rng(devices=_accelerators(device)):
         torch.manual_seed(seed)
-        best = _Best.at_start(student, evaluate, history)
-        interval_loss, interval_steps, loss_start = 0.0, 0, float("nan")
-        for step, batch in zip(range(config.steps), _batches(data, config.batch_size, seed, start_step=0)):
+        if checkpointing is not None and checkpointing.resume:
+            progress = _load_checkpoint(checkpointing.path, trained, identity)
+            log(f"fit: resuming at step {progress.step}/{config.steps} from {checkpointing.path}")
+        else:
+            progress = _Progress.at_start(student, evaluate)
+        for step, batch in zip(range(progress.step, config.steps), _batches(data, config.batch_size, seed, progress.step)):
             student.train()
             loss = loss_fn(student, _to(batch, device))
             if not torch.isfinite(loss):
-                raise RunFailed(f"training loss became {loss.item()} at step {step + 1} of {config.steps}; lower the learning rate (now {config.lr:g})")
+                raise RunFailed(f"training loss became {loss.item()} at step {step + 1} of {config.steps}"
+                                f"{_last_good(checkpointing, progress)}; lower the learning rate (now {config.lr:g})")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             schedule.step()
-            value = loss.item()
-            loss_start = value if step == 0 else loss_start
-            interval_loss, interval_steps = interval_loss + value, interval_steps + 1
-            done = step + 1
-            if done % eval_every == 0 or done == config.steps:
-                metric = _measure(student, evaluate)
-                history.append(FitPoint(done, interval_loss / interval_steps, metric))
-                best.offer(student, done, metric)
-                log(_progress_line(history[-1], config, optimizer, started))
-                interval_loss, interval_steps = 0.0, 0
-    final_metric = history[-1].metric
-    best.restore(student)
+            progress.add_loss(loss.item())
+            if progress.step % eval_every == 0 or progress.step == config.steps:
+                progress.report(student, _measure(student, evaluate))
+                log(_progress_line(progress.history[-1], config, optimizer, started))
+            if checkpointing is not None and (progress.step % checkpointing.every == 0 or progress.step == config.steps):
+                _save_checkpoint(checkpointing.path, trained, progress, identity)
+    final_metric = progress.history[-1].metric
+    progress.best.restore(student)
     student.eval()
     return FitResult(
-        history=tuple(history), best_step=best.step, best_metric=best.metric, final_metric=final_metric,
-        loss_start=loss_start, loss_end=history[-1].loss, steps=config.steps, seconds=time.perf_counter() - started,
+        history=tuple(progress.history), best_step=progress.best.step, best_metric=progress.best.metric,
+        final_metric=final_metric, loss_start=progress.loss_start, loss_end=progress.history[-1].loss,
+        steps=config.steps, seconds=time.perf_counter() - started,
     )
+
+
+class _Trained(NamedTuple):
+    """Everything whose state a checkpoint holds besides the loop's own progress."""
+
+    student: nn.Module
+    loss_fn: LossFn
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
 
 
 @dataclass
@@ -169,14 +199,6 @@ class _Best:
     metric: float | None
     state: dict[str, torch.Tensor] | None
 
-    @classmethod
-    def at_start(cls, student: nn.Module, evaluate: Evaluate | None, history: list[FitPoint]) -> _Best:
-        if evaluate is None:
-            return cls(0, None, None)
-        metric = _measure(student, evaluate)
-        history.append(FitPoint(0, None, metric))
-        return cls(0, metric, _snapshot(student))
-
     def offer(self, student: nn.Module, step: int, metric: float | None) -> None:
         if metric is None:
             self.step = step  # without evaluation the last state is the result
@@ -186,6 +208,104 @@ class _Best:
     def restore(self, student: nn.Module) -> None:
         if self.state is not None:
             student.load_state_dict(self.state)
+
+
+@dataclass
+class _Progress:
+    """Where the loop is: steps done, the curve so far, the best state, the running loss."""
+
+    step: int
+    history: list[FitPoint]
+    best: _Best
+    interval_loss: float = 0.0
+    interval_steps: int = 0
+    loss_start: float = float("nan")
+
+    @classmethod
+    def at_start(cls, student: nn.Module, evaluate: Evaluate | None) -> _Progress:
+        if evaluate is None:
+            return cls(0, [], _Best(0, None, None))
+        metric = _measure(student, evaluate)
+        return cls(0, [FitPoint(0, None, metric)], _Best(0, metric, _snapshot(student)))
+
+    def add_loss(self, value: float) -> None:
+        self.step += 1
+        self.loss_start = value if self.step == 1 else self.loss_start
+        self.interval_loss, self.interval_steps = self.interval_loss + value, self.interval_steps + 1
+
+    def report(self, student: nn.Module, metric: float | None) -> None:
+        self.history.append(FitPoint(self.step, self.interval_loss / self.interval_steps, metric))
+        self.best.offer(student, self.step, metric)
+        self.interval_loss, self.interval_steps = 0.0, 0
+
+
+CHECKPOINT_FORMAT = 1
+
+
+def _save_checkpoint(path: Path, trained: _Trained, progress: _Progress, identity: Mapping[str, Any]) -> None:
+    """Everything the loop needs to go on from `progress.step`, written to a temp file and renamed.
+    Only tensors, numbers and strings, so it loads back with `weights_only=True`."""
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "identity": json.dumps(identity, sort_keys=True, default=str),
+        "student": trained.student.state_dict(),
+        "loss_fn": trained.loss_fn.state_dict() if isinstance(trained.loss_fn, nn.Module) else {},
+        "optimizer": trained.optimizer.state_dict(),
+        "schedule": trained.schedule.state_dict(),
+        "rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "step": progress.step,
+        "history": [[p.step, p.loss, p.metric] for p in progress.history],
+        "interval": [progress.interval_loss, progress.interval_steps, progress.loss_start],
+        "best": [progress.best.step, progress.best.metric, progress.best.state],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_checkpoint(path: Path, trained: _Trained, identity: Mapping[str, Any]) -> _Progress:
+    """Restore the state `_save_checkpoint` wrote; refuse a checkpoint from other settings."""
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError as exc:
+        raise UsageError("resume checkpoint", path, "does not exist; run without resuming to start from step 0") from exc
+    except (OSError, RuntimeError, EOFError, KeyError) as exc:
+        raise UsageError("resume checkpoint", path, f"cannot be read ({exc}); run without resuming to start from step 0") from exc
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise UsageError("resume checkpoint", path, f"has format {state.get('format')}, this compress reads {CHECKPOINT_FORMAT}")
+    saved = json.loads(state["identity"])
+    current = json.loads(json.dumps(identity, sort_keys=True, default=str))
+    changed = _changed_keys(saved, current)
+    if changed:
+        raise UsageError("resume checkpoint", path, f"was written with other settings ({', '.join(changed)} differ); restore them or run without resuming")
+    trained.student.load_state_dict(state["student"])
+    if isinstance(trained.loss_fn, nn.Module):
+        trained.loss_fn.load_state_dict(state["loss_fn"])
+    trained.optimizer.load_state_dict(state["optimizer"])
+    trained.schedule.load_state_dict(state["schedule"])
+    torch.set_rng_state(state["rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    best_step, best_metric, best_state = state["best"]
+    interval_loss, interval_steps, loss_start = state["interval"]
+    return _Progress(
+        step=state["step"], history=[FitPoint(*point) for point in state["history"]], best=_Best(best_step, best_metric, best_state),
+        interval_loss=interval_loss, interval_steps=interval_steps, loss_start=loss_start,
+    )
+
+
+def _changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two JSON-like mappings."""
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return [prefix or "(all)"] if saved != current else []
+    keys = sorted(set(saved) | set(current))
+    return [k for key in keys for k in _changed_keys(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)]
+
+
+def _last_good(checkpointing: Checkpointing | None, progress: _Progress) -> str:
+    if checkpointing is None or not checkpointing.path.exists():
+        return ""
+    return f" (the last good checkpoint, {checkpointing.path}, holds step {progress.step - progress.step % checkpointing.every})"
 
 
 def _batches(data: BatchSource, batch_size: int, seed: int, start_step: int) -> Iterator[Dataset]:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
-from compress.train import FitConfig, fit
+from compress.train import Checkpointing, FitConfig, fit
 
 TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
 
@@ -134,3 +135,60 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 def test_bad_settings_are_named_together():
     with pytest.raises(UsageError, match=r"steps 0 \(must be >= 1\); lr -1 \(must be > 0\)"):
         FitConfig(steps=0, lr=-1, batch_size=8)
+
+
+def _interrupted_at(step: int):
+    calls = {"n": 0}
+
+    def loss(student: nn.Module, batch: Dataset) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == step:
+            raise KeyboardInterrupt  # a Ctrl-C in the middle of step `step`
+        return _mse(student, batch)
+
+    return loss
+
+
+def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
+    data, config = _regression(), FitConfig(steps=60, lr=1e-2, batch_size=32, warmup_steps=5, eval_every=10)
+    evaluate = lambda module: -_mse(module, data).item()  # noqa: E731
+    whole = _student()
+    expected = fit(whole, _mse, data, config, evaluate=evaluate, seed=3)
+
+    checkpoint = Checkpointing(tmp_path / "fit.pt", every=10, identity={"data": "regression"})
+    student = _student()
+    with pytest.raises(KeyboardInterrupt):
+        fit(student, _interrupted_at(27), data, config, evaluate=evaluate, seed=3, checkpointing=checkpoint)
+    assert [p.name for p in tmp_path.iterdir()] == ["fit.pt"]  # no temp file left by the kill
+    logged = []
+    resumed = _student(seed=99)  # a fresh process: different weights until the checkpoint loads
+    result = fit(resumed, _mse, data, config, evaluate=evaluate, seed=3, log=logged.append,
+                 checkpointing=replace(checkpoint, resume=True))
+    assert logged[0].startswith("fit: resuming at step 20/60")
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values()))
+    assert result.history == expected.history and result.best_step == expected.best_step
+    assert result.loss_start == expected.loss_start
+
+
+def test_resume_refuses_a_checkpoint_from_other_settings_naming_them(tmp_path):
+    data = _regression()
+    checkpoint = Checkpointing(tmp_path / "fit.pt", every=5, identity={"data": "a", "kl": 1.0})
+    fit(_student(), _mse, data, FitConfig(steps=5, lr=1e-2, batch_size=32), checkpointing=checkpoint)
+    changed = replace(checkpoint, resume=True, identity={"data": "b", "kl": 1.0})
+    with pytest.raises(UsageError, match=r"other settings \(data, fit.lr differ\)"):
+        fit(_student(), _mse, data, FitConfig(steps=5, lr=1e-3, batch_size=32), checkpointing=changed)
+    with pytest.raises(UsageError, match="does not exist; run without resuming"):
+        fit(_student(), _mse, data, FitConfig(steps=5, lr=1e-2, batch_size=32),
+            checkpointing=Checkpointing(tmp_path / "missing.pt", every=5, resume=True))
+
+
+def test_a_non_finite_loss_names_the_last_good_checkpoint(tmp_path):
+    calls = {"n": 0}
+
+    def blows_up_at_step_8(student: nn.Module, batch: Dataset) -> torch.Tensor:
+        calls["n"] += 1
+        return _mse(student, batch) * (float("nan") if calls["n"] == 8 else 1.0)
+
+    checkpoint = Checkpointing(tmp_path / "fit.pt", every=5)
+    with pytest.raises(RunFailed, match=r"became nan at step 8 of 10 \(the last good checkpoint, .*fit.pt, holds step 5\)"):
+        fit(_student(), blows_up_at_step_8, _regression(), FitConfig(steps=10, lr=1e-2, batch_size=32), checkpointing=checkpoint)
