@@ -311,7 +311,8 @@ def _last_good(checkpointing: Checkpointing | None, progress: _Progress) -> str:
 def _batches(data: BatchSource, batch_size: int, seed: int, start_step: int) -> Iterator[Dataset]:
     """Endless shuffled batches, epoch after epoch; the stream from `start_step` on is the same as
     the one a run from step 0 reaches there. A last batch smaller than `batch_size` is dropped
-    (a batch of one breaks BatchNorm in training mode), unless the data is smaller than one batch."""
+    (a batch of one breaks BatchNorm in training mode), unless the data is smaller than one batch.
+    Padded text is cut to each batch's longest real sequence (`Dataset.trimmed`)."""
     rows = len(data)
     size = min(batch_size, rows)
     per_epoch = rows // size
@@ -322,7 +323,7 @@ def _batches(data: BatchSource, batch_size: int, seed: int, start_step: int) -> 
             if index >= per_epoch:
                 break
             if index >= skip:
-                yield batch
+                yield batch.trimmed()
         epoch, skip = epoch + 1, 0
 
 

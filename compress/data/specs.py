@@ -12,7 +12,7 @@ the model. Data that does not fit the model is refused naming both shapes (`chec
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -58,19 +58,23 @@ class Dataset:
         for start in range(0, len(self), batch_size):
             yield self.take(order[start : start + batch_size])
 
-    def without_trailing_padding(self, mask_index: int) -> Dataset:
-        """The same rows with the trailing token columns that no row uses (attention mask 0 in every
-        row) cut off: a batch of short sentences padded to 128 tokens runs 3-6x faster, and a
-        masked encoder gives the same outputs. Left padding is kept (cutting it would move the
-        positions of the real tokens)."""
-        mask = self.inputs[mask_index]
-        used = mask.bool().any(dim=0).nonzero()
-        length = int(used.max()) + 1 if len(used) else 1
-        if length == mask.shape[1]:
+    def trimmed(self) -> Dataset:
+        """Padded text cut to the longest real sequence among these rows (the outputs of a masked
+        encoder are the same); other data as it is. Training batches of docstring sentences (19 of
+        128 tokens on average) run several times faster."""
+        if self.mask_input is None or len(self) == 0:
             return self
-        cut = tuple(x[:, :length] if x.dim() >= 2 and x.shape[1] == mask.shape[1] else x for x in self.inputs)
-        return Dataset(self.name, cut, self.labels, self.texts)
+        width = self.inputs[self.mask_input].shape[1]
+        end = max(1, int(self._real_ends().max()))
+        if end == width:
+            return self
+        return replace(self, inputs=tuple(x[:, :end] if x.dim() == 2 and x.shape[1] == width else x for x in self.inputs))
 
+    def _real_ends(self) -> torch.Tensor:
+        """Per row, one past the last real position: only trailing padding is ever cut, so
+        left-padded text stays whole."""
+        mask = self.inputs[self.mask_input]
+        return ((mask != 0) * torch.arange(1, mask.shape[1] + 1)).amax(dim=1)
 
     def padded_batches(self, batch_size: int, trim: bool = True) -> Iterator[tuple[torch.Tensor, tuple[torch.Tensor, ...]]]:
         """(row index, inputs) per batch, for inference. Padded text is sorted by length and each
@@ -82,15 +86,10 @@ class Dataset:
                 index = torch.arange(start, min(start + batch_size, len(self)))
                 yield index, tuple(x[index] for x in self.inputs)
             return
-        mask = self.inputs[self.mask_input]
-        width = mask.shape[1]
-        # one past the last real position: only trailing padding is cut, so left-padded text stays whole
-        ends = ((mask != 0) * torch.arange(1, width + 1)).amax(dim=1)
-        order = torch.argsort(ends, descending=True, stable=True)
+        order = torch.argsort(self._real_ends(), descending=True, stable=True)
         for start in range(0, len(self), batch_size):
             index = order[start : start + batch_size]
-            end = max(1, int(ends[index].max()))
-            yield index, tuple(x[index][:, :end] if x.dim() == 2 and x.shape[1] == width else x[index] for x in self.inputs)
+            yield index, self.take(index).trimmed().inputs
 
 
 # The split a model's own data is trained or calibrated on, by its held-out spec.

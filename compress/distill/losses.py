@@ -87,13 +87,12 @@ class KDLoss(nn.Module):
         weights: KDWeights,
         temperature: float = 1.0,
         example_inputs: tuple[torch.Tensor, ...] = (),
-        mask_input: int | None = None,
     ) -> None:
         super().__init__()
         # Held in a tuple so the frozen teacher is neither a submodule (trained, saved, moved with
         # the loss) nor a parameter of the optimizer.
         self._teacher = (teacher,)
-        self.task, self.weights, self.temperature, self.mask_input = task, weights, temperature, mask_input
+        self.task, self.weights, self.temperature = task, weights, temperature
         self.layer_pairs: tuple[tuple[int, int], ...] = ()
         self.projections = nn.ModuleList()
         if weights.hidden > 0:
@@ -139,7 +138,7 @@ class KDLoss(nn.Module):
         if w.ce > 0 and self.task == "classification" and batch.labels is not None:
             terms.append(w.ce * cross_entropy(student_out, batch.labels))
         if w.hidden > 0:
-            mask = None if self.mask_input is None else batch.inputs[self.mask_input]
+            mask = None if batch.mask_input is None else batch.inputs[batch.mask_input]
             terms.append(w.hidden * hidden_mse(student_states, teacher_states, self.projections, mask))
         if not terms:
             raise UsageError("distill loss", "no term applies", "give --kl or --hidden a positive weight (--ce needs a classifier and labelled data)")

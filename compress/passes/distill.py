@@ -9,21 +9,17 @@ and the best state is kept. The KD curve is saved as `kd_curve.png` in the run f
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pydantic import Field, model_validator
 
 from compress.config import StrictConfig
-
 from compress.context import Context, Result
 from compress.errors import UsageError
 
 if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
     import torch
 
-    from compress.data.specs import Dataset
     from compress.model import Model
     from compress.train import Evaluate
 
@@ -55,32 +51,30 @@ class DistillConfig(StrictConfig):
 def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     import torch  # torch and the training code: imported when the step runs, not with PASSES
 
+    from compress.data.specs import train_split
     from compress.distill.losses import KDLoss, KDWeights
     from compress.reporting.plot import kd_curve_plot
     from compress.train import FitConfig, fit
 
     if config.data is None:
-        raise UsageError("distill --data", "none given", f"give training data: --data {_suggested_data(model)}")
+        suggested = train_split(ctx.heldout_spec or model.eval_data) or "digits:train, text:train or text:FILE"
+        raise UsageError("distill --data", "none given", f"give training data: --data {suggested}")
     train = ctx.dataset(config.data, "train")
-    _check_fits(train, model, config.data)
     student = model.copy()
     student.module.requires_grad_(True)  # every weight of the student trains, whatever its input froze
     teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
-    mask_index = model.input_names.index("attention_mask") if "attention_mask" in model.input_names else None
     loss = KDLoss(
         teacher, student.module, task=model.task, temperature=config.temperature,
-        weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden),
-        example_inputs=model.example_inputs, mask_input=mask_index,
+        weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden), example_inputs=model.example_inputs,
     )
     fit_config = FitConfig(
         steps=config.steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
         weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
     )
-    metric_name, evaluate = _heldout_evaluation(model, ctx, mask_index) if config.eval_every else (None, None)
+    metric_name, evaluate = _heldout_evaluation(model, ctx) if config.eval_every else (None, None)
     ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {config.lr:g}"
             + (f", best state by held-out {metric_name}" if metric_name else ""))
-    source = train if mask_index is None else _Unpadded(train, mask_index)
-    result = fit(student.module, loss, source, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
+    result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
     student.module.to("cpu").eval()
     curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
     figures = {
@@ -97,27 +91,9 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     return Result(student, figures, {"kd_curve": curve})
 
 
-@dataclass(frozen=True)
-class _Unpadded:
-    """Text data whose batches drop the padding columns no row of the batch uses (sentences
-    average 19 tokens of the 128 they are padded to), so each KD step runs several times faster."""
-
-    data: Dataset
-    mask_index: int
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Dataset]:
-        for batch in self.data.batches(batch_size, shuffle=shuffle, seed=seed):
-            yield batch.without_trailing_padding(self.mask_index)
-
-
-def _heldout_evaluation(model: Model, ctx: Context, mask_index: int | None) -> tuple[str | None, Evaluate | None]:
+def _heldout_evaluation(model: Model, ctx: Context) -> tuple[str | None, Evaluate | None]:
     """The pipeline's own quality figure (accuracy with labels, else agreement or cosine to the
     original) on the held-out data, as a function of the student's module."""
-    import torch
-
     from compress.metrics import primary_metric, quality
     from compress.predict import torch_outputs
 
@@ -127,27 +103,9 @@ def _heldout_evaluation(model: Model, ctx: Context, mask_index: int | None) -> t
     name = primary_metric(model.task, heldout.labels is not None)
     reference = torch_outputs(ctx.teacher, heldout)
 
-    chunks = list(heldout.batches(64) if mask_index is None else _Unpadded(heldout, mask_index).batches(64))
-
     def evaluate(module: torch.nn.Module) -> float:
-        student = model.replace(module=module)
-        outputs = torch.cat([torch_outputs(student, chunk) for chunk in chunks])
+        outputs = torch_outputs(model.replace(module=module), heldout)
         return quality(model.task, outputs, reference, heldout.labels)[name]
 
     return name, evaluate
 
-
-def _check_fits(data: Dataset, model: Model, spec: str) -> None:
-    """The data's inputs must be the kind the model takes (count, per-item shape, dtype)."""
-    shapes = [(tuple(x.shape[1:]), x.dtype) for x in data.inputs]
-    expected = [(tuple(x.shape[1:]), x.dtype) for x in model.example_inputs]
-    if shapes != expected:
-        raise UsageError("distill --data", spec, f"gives inputs {_describe(shapes)} but {model.name} takes {_describe(expected)}; use data for this model, e.g. --data {_suggested_data(model)}")
-
-
-def _describe(shapes: list[tuple[tuple[int, ...], torch.dtype]]) -> str:
-    return ", ".join(f"{list(shape)} {str(dtype).removeprefix('torch.')}" for shape, dtype in shapes)
-
-
-def _suggested_data(model: Model) -> str:
-    return {"digits:test": "digits:train", "text:heldout": "text:train"}.get(model.eval_data or "", "digits:train or text:train or text:FILE")

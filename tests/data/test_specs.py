@@ -29,31 +29,13 @@ def test_shuffled_batches_depend_on_the_seed_only() -> None:
     assert batch.inputs[0].squeeze(1).long().tolist() == batch.labels.tolist()
 
 
-def test_trailing_padding_no_row_uses_is_cut_and_left_padding_kept() -> None:
+def test_trimmed_cuts_the_padding_no_row_uses_and_keeps_left_padding() -> None:
     ids = torch.tensor([[5, 6, 7, 0, 0, 0], [5, 6, 0, 0, 0, 0]])
     mask = (ids > 0).long()
-    cut = Dataset("text", (ids, mask), None, ("a", "b")).without_trailing_padding(1)
+    cut = Dataset("text", (ids, mask), None, ("a", "b"), mask_input=1).trimmed()
     assert cut.inputs[0].tolist() == [[5, 6, 7], [5, 6, 0]] and cut.inputs[1].tolist() == [[1, 1, 1], [1, 1, 0]]
-    assert cut.texts == ("a", "b")
-    left = Dataset("text", (ids.flip(1), mask.flip(1)))
-    assert left.without_trailing_padding(1) is left
-
-
-def test_cutting_padding_keeps_a_masked_encoders_outputs() -> None:
-    import transformers
-
-    from compress.loading.hf import SentenceEncoder
-
-    config = transformers.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=32, max_position_embeddings=16)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        encoder = SentenceEncoder(transformers.BertModel(config)).eval()
-    ids = torch.randint(1, 40, (3, 12), generator=torch.Generator().manual_seed(1))
-    mask = torch.zeros_like(ids)
-    for row, length in enumerate((4, 7, 2)):
-        mask[row, :length] = 1
-    full = Dataset("text", (ids * mask, mask))
-    cut = full.without_trailing_padding(1)
-    assert cut.inputs[0].shape == (3, 7)
-    torch.testing.assert_close(encoder(*cut.inputs), encoder(*full.inputs), atol=1e-6, rtol=1e-5)
+    assert cut.texts == ("a", "b") and cut.mask_input == 1
+    left = Dataset("text", (ids.flip(1), mask.flip(1)), mask_input=1)
+    assert left.trimmed() is left
+    images = Dataset("images", (torch.zeros(2, 1, 4, 4),))
+    assert images.trimmed() is images

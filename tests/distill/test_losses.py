@@ -84,7 +84,7 @@ def _text_batch(rows: int = 4, length: int = 6) -> Dataset:
     ids = torch.randint(1, 60, (rows, length), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[0, 3:] = 0
-    return Dataset("text", (ids, mask))
+    return Dataset("text", (ids, mask), mask_input=1)
 
 
 def test_transformer_layers_are_the_encoder_blocks():
@@ -109,7 +109,7 @@ def test_kd_loss_maps_layers_and_learns_a_projection_where_widths_differ():
     teacher, student = _tiny_bert(hidden=16, layers=4), _tiny_bert(hidden=8, layers=2, seed=1)
     batch = _text_batch()
     # Different widths: only the hidden term applies (the output term needs equal output widths).
-    loss = KDLoss(teacher, student, task="embedding", weights=KDWeights(kl=0.0, hidden=1.0), example_inputs=batch.inputs, mask_input=1)
+    loss = KDLoss(teacher, student, task="embedding", weights=KDWeights(kl=0.0, hidden=1.0), example_inputs=batch.inputs)
     assert loss.layer_pairs == ((0, 1), (1, 3))
     assert [tuple(p.weight.shape) for p in loss.projections] == [(16, 8), (16, 8)]
     assert all(id(p) not in {id(q) for q in teacher.parameters()} for p in loss.parameters())  # the teacher is not trained
@@ -123,7 +123,7 @@ def test_kd_loss_maps_layers_and_learns_a_projection_where_widths_differ():
 
 def test_kd_loss_of_a_copy_against_its_teacher_is_zero():
     teacher = _tiny_bert()
-    loss = KDLoss(teacher, _tiny_bert(), task="embedding", weights=KDWeights(kl=1.0, hidden=1.0), example_inputs=_text_batch().inputs, mask_input=1)
+    loss = KDLoss(teacher, _tiny_bert(), task="embedding", weights=KDWeights(kl=1.0, hidden=1.0), example_inputs=_text_batch().inputs)
     assert [type(p) for p in loss.projections] == [nn.Identity, nn.Identity]
     assert loss(_tiny_bert().eval(), _text_batch()).item() == pytest.approx(0.0, abs=1e-6)
 

@@ -65,13 +65,10 @@ def test_distill_makes_a_perturbed_student_agree_more_with_its_teacher(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kd_curve.png"]
 
 
-def test_distill_refuses_missing_data_and_data_that_does_not_fit(tmp_path, tiny_teacher):
+def test_distill_without_data_names_the_data_to_give(tmp_path, tiny_teacher):
     teacher, student = tiny_teacher, _perturbed(tiny_teacher)
-    with pytest.raises(UsageError, match="distill --data: none given: give training data: --data"):
+    with pytest.raises(UsageError, match="distill --data: none given: give training data: --data digits:train"):
         distill(student, DistillConfig(), _ctx(tmp_path, teacher))
-    small = load("tiny_models:cnn")  # takes 1x8x8 images
-    with pytest.raises(UsageError, match=r"gives inputs \[1, 32, 32\] float32 but cnn takes \[1, 8, 8\] float32"):
-        distill(small, DistillConfig(data="digits:train"), _ctx(tmp_path, small.copy()))
 
 
 def _one_line_error(result, *needles: str) -> str:
@@ -84,7 +81,7 @@ def _one_line_error(result, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["distill"], ["distill --data: none given", "--data digits:train or text:train"]),
+    (["distill"], ["distill --data: none given", "give training data: --data digits:train"]),
     (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
     (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
     (["distill", "--data", "digits:train", "--kl", "0"], ["distill", "all 0"]),
