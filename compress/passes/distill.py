@@ -24,13 +24,18 @@ if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this modul
     from compress.train import Evaluate
 
 CURVE_FILE = "kd_curve.png"
+# Default peak learning rates, measured (benchmarks/README.md, "distill"): a pruned digits ResNet
+# recovers to 359-360/360 in 150 steps at 2e-3; pretrained Transformer weights need a rate about
+# ten times lower.
+CNN_LR = 2e-3
+TRANSFORMER_LR = 2e-4
 
 
 class DistillConfig(StrictConfig):
     data: str | None = Field(None, description="training data spec, e.g. digits:train or text:train (never the held-out data); required")
-    steps: int = Field(300, ge=1, le=1_000_000, description="optimizer steps")
-    lr: float = Field(1e-3, gt=0, le=1, description="peak AdamW learning rate (after warm-up; cosine decay to a tenth of it)")
-    batch_size: int = Field(64, ge=2, le=65536, description="training inputs per step")
+    steps: int = Field(150, ge=1, le=1_000_000, description="optimizer steps")
+    lr: float | None = Field(None, gt=0, le=1, description=f"peak AdamW learning rate, after warm-up, decayed by a cosine to a tenth of it (default {CNN_LR:g}, or {TRANSFORMER_LR:g} for Transformer encoders)")
+    batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     warmup_steps: int = Field(20, ge=0, description="steps of linear learning-rate warm-up (capped at steps)")
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW decoupled weight decay")
     grad_clip: float = Field(1.0, ge=0, description="largest global gradient norm (0: no clipping)")
@@ -52,6 +57,7 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     import torch  # torch and the training code: imported when the step runs, not with PASSES
 
     from compress.data.specs import train_split
+    from compress.distill.layers import transformer_layers
     from compress.distill.losses import KDLoss, KDWeights
     from compress.reporting.plot import kd_curve_plot
     from compress.train import FitConfig, fit
@@ -67,18 +73,20 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         teacher, student.module, task=model.task, temperature=config.temperature,
         weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden), example_inputs=model.example_inputs,
     )
+    lr = config.lr or (TRANSFORMER_LR if transformer_layers(student.module) else CNN_LR)
     fit_config = FitConfig(
-        steps=config.steps, lr=config.lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
+        steps=config.steps, lr=lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
         weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
     )
     metric_name, evaluate = _heldout_evaluation(model, ctx) if config.eval_every else (None, None)
-    ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {config.lr:g}"
+    ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {lr:g}"
             + (f", best state by held-out {metric_name}" if metric_name else ""))
     result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
     student.module.to("cpu").eval()
     curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
     figures = {
         "steps": result.steps,
+        "lr": lr,
         "best_step": result.best_step,
         "heldout_metric": metric_name,
         "heldout_start": result.history[0].metric if metric_name else None,
