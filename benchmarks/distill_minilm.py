@@ -1,0 +1,55 @@
+"""MiniLM: a quarter of the heads and half the FFN neurons pruned (`prune --head-ratio 0.25
+--ffn-ratio 0.5`), then distilled on text:train with each setting given; the figure is the mean
+cosine to the original on text:heldout of the last state and of the best one (evaluated every
+`eval_every` steps), with the CPU seconds (1 torch thread). The pruned model is saved once in the
+work folder and reused.
+
+    .venv/bin/python benchmarks/distill_minilm.py '{"steps":200,"lr":5e-4,"hidden":1.0,"eval_every":50}'
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from compress.context import Context
+from compress.data.specs import load_data
+from compress.loading.checkpoint import load
+from compress.metrics import cosine
+from compress.model import save
+from compress.passes.distill import DistillConfig, distill
+from compress.passes.prune import PruneConfig, prune
+from compress.predict import torch_outputs
+
+WORK = Path("benchmarks/work/distill_minilm")  # ignored by git
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    model = load("minilm")
+    teacher = model.copy()
+    teacher.module.requires_grad_(False)
+    heldout = load_data("text:heldout", model)
+    WORK.mkdir(parents=True, exist_ok=True)
+    ctx = Context(run_dir=WORK, teacher=teacher, data={"heldout": heldout}, heldout_spec="text:heldout",
+                  log=lambda line: print(line, file=sys.stderr, flush=True))
+    saved = WORK / "pruned"
+    if not (saved / "model.json").exists():
+        save(prune(model, PruneConfig(head_ratio=0.25, ffn_ratio=0.5), ctx).model, saved)
+    pruned = load(str(saved))
+    reference = torch_outputs(teacher, heldout)
+    print(json.dumps({"pruned_cosine": cosine(torch_outputs(pruned, heldout), reference).mean().item()}), flush=True)
+    for spec in sys.argv[1:]:
+        options = json.loads(spec)
+        cpu = time.process_time()
+        result = distill(pruned, DistillConfig(data="text:train", **options), ctx)
+        print(json.dumps({**options, "best_step": result.figures["best_step"], "cosine_best": result.figures["heldout_best"],
+                          "cosine_last": result.figures["heldout_final"], "cpu_s": round(time.process_time() - cpu, 1)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
