@@ -137,5 +137,5 @@ def test_distill_raises_a_pruned_minilms_cosine_with_hidden_states(tmp_path):
     pruned = prune(load("minilm"), PruneConfig(head_ratio=0.25, ffn_ratio=0.5), ctx).model
     result = distill(pruned, DistillConfig(data="text:train", steps=30, hidden=1.0, eval_every=15), ctx)
     figures = result.figures
-    assert figures["heldout_metric"] == "cosine_mean" and figures["lr"] == 2e-4
+    assert figures["heldout_metric"] == "cosine_mean" and figures["lr"] == 5e-4
     assert figures["heldout_best"] > figures["heldout_start"] + 0.05, figures
