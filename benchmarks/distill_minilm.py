@@ -5,10 +5,12 @@ cosine to the original on text:heldout of the last state and of the best one (ev
 work folder and reused.
 
     .venv/bin/python benchmarks/distill_minilm.py '{"steps":200,"lr":5e-4,"hidden":1.0,"eval_every":50}'
+    .venv/bin/python benchmarks/distill_minilm.py --importance taylor '{"steps":200,"hidden":1.0,"eval_every":50}'
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -29,6 +31,10 @@ WORK = Path("benchmarks/work/distill_minilm")  # ignored by git
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--importance", default="l2", help="prune importance: l2, l1 or taylor (on text:train)")
+    parser.add_argument("settings", nargs="+", help="distill options as JSON, one run each")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     model = load("minilm")
     teacher = model.copy()
@@ -37,13 +43,14 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     ctx = Context(run_dir=WORK, teacher=teacher, data={"heldout": heldout}, heldout_spec="text:heldout",
                   log=lambda line: print(line, file=sys.stderr, flush=True))
-    saved = WORK / "pruned"
+    saved = WORK / f"pruned_{args.importance}"
     if not (saved / "model.json").exists():
-        save(prune(model, PruneConfig(head_ratio=0.25, ffn_ratio=0.5), ctx).model, saved)
+        data = "text:train" if args.importance == "taylor" else None
+        save(prune(model, PruneConfig(head_ratio=0.25, ffn_ratio=0.5, importance=args.importance, data=data), ctx).model, saved)
     pruned = load(str(saved))
     reference = torch_outputs(teacher, heldout)
     print(json.dumps({"pruned_cosine": cosine(torch_outputs(pruned, heldout), reference).mean().item()}), flush=True)
-    for spec in sys.argv[1:]:
+    for spec in args.settings:
         options = json.loads(spec)
         cpu = time.process_time()
         result = distill(pruned, DistillConfig(data="text:train", **options), ctx)
