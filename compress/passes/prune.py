@@ -67,9 +67,8 @@ def prune(model: Model, config: PruneConfig, ctx: Context) -> Result:
     allocation = "global" if config.allocation == "latency" else config.allocation
 
     def edit_at(ratio: float) -> dict:
-        heads = config.head_ratio if config.head_ratio is not None else ratio
-        ffn = config.ffn_ratio if config.ffn_ratio is not None else ratio
-        return pruner.edit(scores, Ratios(ratio, heads, ffn), allocation, round_to, config.round_to is not None, cost)
+        ratios = Ratios(ratio, _or(config.head_ratio, ratio), _or(config.ffn_ratio, ratio))
+        return pruner.edit(scores, ratios, allocation, round_to, config.round_to is not None, cost)
 
     figures: dict = {"kind": pruner.kind, "groups": len(pruner.groups), "importance": config.importance,
                      "allocation": config.allocation, "round_to": round_to}
@@ -77,7 +76,9 @@ def prune(model: Model, config: PruneConfig, ctx: Context) -> Result:
     target = _target(config)
     if target is None:
         edit = edit_at(ratio)
-        ctx.log(f"prune: {pruner.kind} of {model.name} at ratio {ratio:.3f} ({config.importance}, {config.allocation})")
+        shares = (f"heads {_or(config.head_ratio, ratio):.3f}, FFN neurons {_or(config.ffn_ratio, ratio):.3f}" if pruner.kind == "heads"
+                  else f"channels {ratio:.3f}")
+        ctx.log(f"prune: {model.name}: removing {shares} of each group ({config.importance}, {config.allocation})")
         pruned = pruner.apply(edit, check=True)
     else:
         with _measurer(target, config, ctx, model) as (option, goal, unit, measure):
@@ -93,6 +94,10 @@ def prune(model: Model, config: PruneConfig, ctx: Context) -> Result:
     if artifacts:
         figures["hf_folder"] = str(artifacts["hf_model"])
     return Result(pruned, figures, artifacts)
+
+
+def _or(value: float | None, default: float) -> float:
+    return default if value is None else value
 
 
 def _target(config: PruneConfig) -> str | None:
