@@ -25,6 +25,7 @@ from torch import nn
 from compress.atomic import atomic_path
 from compress.metrics import accuracy as top1_accuracy
 from compress.data.digits import load_split
+from compress.distill.augment import shift_images
 from compress.models.digits import WEIGHTS_PATH, build_module
 
 EPOCHS = 30  # ~105 s on 2 idle CPU threads; the cosine schedule ends at the last epoch
@@ -35,20 +36,6 @@ LABEL_SMOOTHING = 0.05
 MAX_SHIFT_PX = 3.0  # random sub-pixel translation of each training image, in 32x32 pixels
 SEED = 0
 THREADS = 2
-
-
-def shift_images(images: torch.Tensor, max_shift_px: float, generator: torch.Generator) -> torch.Tensor:
-    """Translate each image by its own random sub-pixel offset in [-max, max] pixels (bilinear)."""
-    n, _, height, width = images.shape
-    shifts_px = (torch.rand(n, 2, generator=generator) * 2 - 1) * max_shift_px
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0
-    # affine_grid works in [-1, 1] coordinates, where one pixel is 2 / size.
-    theta[:, 0, 2] = shifts_px[:, 0] * 2 / width
-    theta[:, 1, 2] = shifts_px[:, 1] * 2 / height
-    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
-    # The digits' borders are background, so repeating the border fills the uncovered strip with it.
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 @torch.no_grad()

@@ -15,11 +15,11 @@ from pydantic import Field, model_validator
 
 from compress.config import StrictConfig
 from compress.context import Context, Result
-from compress.errors import UsageError
 
 if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
     import torch
 
+    from compress.data.specs import Dataset
     from compress.model import Model
     from compress.train import Evaluate
 
@@ -32,7 +32,7 @@ TRANSFORMER_LR = 5e-4
 
 
 class DistillConfig(StrictConfig):
-    data: str | None = Field(None, description="training data spec, e.g. digits:train or text:train (never the held-out data); required")
+    data: str | None = Field(None, description="training data: `synthetic` (data-free: the set of an earlier synthesize step, else one made now with synthesize's defaults) or a spec such as digits:train or text:train (never the held-out data); default synthetic")
     steps: int = Field(150, ge=1, le=1_000_000, description="optimizer steps")
     lr: float | None = Field(None, gt=0, le=1, description=f"peak AdamW learning rate, after warm-up, decayed by a cosine to a tenth of it (default {CNN_LR:g}, or {TRANSFORMER_LR:g} for Transformer encoders)")
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
@@ -44,6 +44,9 @@ class DistillConfig(StrictConfig):
     ce: float = Field(0.0, ge=0, description="weight of cross-entropy on the data's labels (classifiers; ignored without labels)")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE (student layer i to teacher layer i*L_t/L_s; a learned projection where widths differ)")
     eval_every: int = Field(50, ge=0, description="steps between held-out evaluations and progress lines; the best held-out state is kept (0: no evaluation, the last state is kept)")
+    shift_px: float | None = Field(None, ge=0, le=64, description="images: random sub-pixel shift of each training input by up to this many pixels (default: 2 on synthetic data, 0 on real data)")
+    flip: bool = Field(False, description="images: random horizontal flips of the training inputs (off for digits and text-like images)")
+    mix: float | None = Field(None, ge=0, le=1, description="images: share of each batch blended with another input of the batch, the teacher labelling the blend (default: 0.5 on synthetic data, 0 on real data)")
 
 
     @model_validator(mode="after")
@@ -56,16 +59,12 @@ class DistillConfig(StrictConfig):
 def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     import torch  # torch and the training code: imported when the step runs, not with PASSES
 
-    from compress.data.specs import train_split
     from compress.distill.layers import transformer_layers
     from compress.distill.losses import KDLoss, KDWeights
     from compress.reporting.plot import kd_curve_plot
     from compress.train import FitConfig, fit
 
-    if config.data is None:
-        suggested = train_split(ctx.heldout_spec or model.eval_data) or "digits:train, text:train or text:FILE"
-        raise UsageError("distill --data", "none given", f"give training data: --data {suggested}")
-    train = ctx.dataset(config.data, "train")
+    train, synthesized = _training_data(model, config, ctx)
     student = model.copy()
     student.module.requires_grad_(True)  # every weight of the student trains, whatever its input froze
     teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
@@ -74,12 +73,18 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden), example_inputs=model.example_inputs,
     )
     lr = config.lr or (TRANSFORMER_LR if transformer_layers(student.module) else CNN_LR)
+    augmentation = _augmentation(config, model, synthetic=config.data in (None, SYNTHETIC))
+    if augmentation.active:
+        from compress.distill.augment import Augmented
+
+        loss = Augmented(loss, augmentation)
     fit_config = FitConfig(
         steps=config.steps, lr=lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
         weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
     )
     metric_name, evaluate = _heldout_evaluation(model, ctx) if config.eval_every else (None, None)
     ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {lr:g}"
+            + (f", augmented ({augmentation})" if augmentation.active else "")
             + (f", best state by held-out {metric_name}" if metric_name else ""))
     result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
     student.module.to("cpu").eval()
@@ -95,8 +100,47 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         "loss_start": result.loss_start,
         "loss_end": result.loss_end,
         "fit_seconds": round(result.seconds, 3),
+        "data": train.name,
     }
-    return Result(student, figures, {"kd_curve": curve})
+    artifacts = {"kd_curve": curve}
+    if synthesized is not None:  # made here (no synthesize step before): its figures and files too
+        figures.update({f"synthetic_{k}": v for k, v in synthesized.figures.items()})
+        artifacts.update(synthesized.artifacts)
+    return Result(student, figures, artifacts)
+
+
+SYNTHETIC = "synthetic"
+
+
+def _training_data(model: Model, config: DistillConfig, ctx: Context) -> tuple[Dataset, Result | None]:
+    """The pass's own --data; data-free (`synthetic`, the default) reads the run's synthetic set,
+    and makes one with synthesize's defaults when no synthesize step ran before (returning that
+    step's Result, so its figures and files are reported)."""
+    if config.data is not None and config.data != SYNTHETIC:
+        return ctx.dataset(config.data, "train"), None
+    if SYNTHETIC in ctx.data:
+        return ctx.data[SYNTHETIC], None
+    from compress.passes.synthesize import SynthesizeConfig, synthesize
+
+    ctx.log("distill: no synthetic set in this run yet: synthesizing one with synthesize's defaults (give --data for real data)")
+    made = synthesize(model, SynthesizeConfig(), ctx)
+    return made.data[SYNTHETIC], made
+
+
+def _augmentation(config: DistillConfig, model: Model, synthetic: bool):
+    """Shifts and mixing help most where the data is few synthetic images (benchmarks/README.md),
+    so they default on for synthetic data and off for real data."""
+    from compress.distill.augment import ImageAugmentation, check_images
+
+    shift = config.shift_px if config.shift_px is not None else (SYNTHETIC_SHIFT_PX if synthetic else 0.0)
+    mix = config.mix if config.mix is not None else (SYNTHETIC_MIX if synthetic else 0.0)
+    augmentation = ImageAugmentation(shift_px=shift, flip=config.flip, mix=mix)
+    if augmentation.active:
+        check_images(model.example_inputs, "distill augmentation (--shift-px, --flip, --mix)")
+    return augmentation
+
+
+SYNTHETIC_SHIFT_PX, SYNTHETIC_MIX = 2.0, 0.5
 
 
 def _heldout_evaluation(model: Model, ctx: Context) -> tuple[str | None, Evaluate | None]:

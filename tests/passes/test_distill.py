@@ -8,10 +8,11 @@ import torch
 from compress.cli.main import cli
 from compress.context import Context
 from compress.data.specs import load_data
-from compress.errors import UsageError
 from compress.loading.checkpoint import load
 from compress.metrics import accuracy, top1_agreement
 from compress.passes.distill import DistillConfig, distill
+from compress.pipeline import run
+from compress.recipe import make_step
 from compress.predict import torch_outputs
 from compress.train import FitConfig, fit
 
@@ -65,12 +66,6 @@ def test_distill_makes_a_perturbed_student_agree_more_with_its_teacher(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kd_curve.png"]
 
 
-def test_distill_without_data_names_the_data_to_give(tmp_path, tiny_teacher):
-    teacher, student = tiny_teacher, _perturbed(tiny_teacher)
-    with pytest.raises(UsageError, match="distill --data: none given: give training data: --data digits:train"):
-        distill(student, DistillConfig(), _ctx(tmp_path, teacher))
-
-
 def _one_line_error(result, *needles: str) -> str:
     assert result.exit_code == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
@@ -81,7 +76,6 @@ def _one_line_error(result, *needles: str) -> str:
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["distill"], ["distill --data: none given", "give training data: --data digits:train"]),
     (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
     (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
     (["distill", "--data", "digits:train", "--kl", "0"], ["distill", "all 0"]),
@@ -91,6 +85,29 @@ def test_cli_refuses_bad_distill_input_with_one_line(runner, tmp_path, args, nee
     result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), *args])
     _one_line_error(result, *needles)
     assert not (tmp_path / "x" / "report.json").exists()
+
+
+def test_without_data_a_model_without_batchnorm_is_refused(runner, tmp_path):
+    result = runner.invoke(cli, ["run", "--model", "tiny_models:cnn_without_bn", "--out", str(tmp_path / "x"), "distill"])
+    _one_line_error(result, "synthesize", "BatchNorm", "--data")
+
+
+def test_without_data_distill_trains_on_the_runs_synthetic_set(tmp_path, tiny_teacher):
+    teacher, student = tiny_teacher, _perturbed(tiny_teacher)
+    ctx = _ctx(tmp_path, teacher)
+    record = run(student, [make_step("synthesize", {"images": 16, "batch_size": 8, "steps": 2}),
+                           make_step("distill", {"steps": 3, "eval_every": 0})], ctx)
+    figures = record.steps[1].figures
+    assert figures["data"].startswith("synthetic (16 inputs") and "synthetic_images" not in figures
+    assert record.model.module is not student.module
+
+
+@pytest.mark.slow  # synthesize's defaults: 256 inputs, 200 steps a batch (4-18 s here)
+def test_without_a_synthesize_step_distill_makes_the_set_itself(tmp_path):
+    teacher = load("tiny_models:cnn")
+    result = distill(teacher.copy(), DistillConfig(steps=2, eval_every=0), Context(run_dir=tmp_path, teacher=teacher))
+    assert result.figures["synthetic_images"] == 256 and result.figures["data"].startswith("synthetic")
+    assert result.artifacts["synthetic"] == tmp_path / "synthetic.safetensors" and result.artifacts["synthetic"].is_file()
 
 
 def test_cli_distill_run_reports_its_figures(runner, tmp_path):
