@@ -13,7 +13,7 @@ class InversionSettings(StrictConfig):
 
     images: int = Field(256, ge=1, le=100_000, description="number of synthetic inputs to make")
     batch_size: int = Field(64, ge=2, le=4096, description="inputs optimised together; BN batch statistics are matched per batch")
-    steps: int = Field(200, ge=1, le=100_000, description="optimisation steps per batch")
+    steps: int = Field(100, ge=1, le=100_000, description="optimisation steps per batch")
     lr: float = Field(0.1, gt=0, le=10, description="peak Adam learning rate (betas 0.5, 0.9), decayed by a cosine to 0")
     bn_weight: float = Field(0.05, ge=0, description="weight of the BN-statistics loss (sum over layers of |mean - running_mean| + |var - running_var|)")
     first_bn_weight: float = Field(10.0, ge=0, description="extra factor on the first BN layer's term (DeepInversion's first_bn_multiplier)")
@@ -23,4 +23,4 @@ class InversionSettings(StrictConfig):
     adi_weight: float = Field(0.0, ge=0, description="weight of ADI's competition term 1 - JS(student, teacher); needs a student, 0 turns it off")
     jitter_px: int = Field(2, ge=0, le=64, description="random roll of the inputs by up to this many pixels each step")
     flip: bool = Field(False, description="random horizontal flips each step (off for digits and text-like images, whose mirror image is not in the data)")
-    downsample: int = Field(1, ge=1, le=16, description="optimise the inputs at 1/downsample of the resolution and upsample them bilinearly")
+    downsample: int = Field(4, ge=1, le=16, description="optimise the inputs at 1/downsample of the resolution and upsample them bilinearly (fewer free pixels: smooth inputs in fewer steps; 1 is plain DeepInversion)")

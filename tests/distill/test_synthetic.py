@@ -10,7 +10,7 @@ from compress.distill.settings import InversionSettings
 from compress.distill.synthetic import BNStatistics, balanced_targets, has_batchnorm, invert, js_competition, total_variation
 from tiny_models import cnn_without_bn, seeded_cnn
 
-FAST = InversionSettings(images=16, batch_size=8, steps=40, lr=0.1, bn_weight=1.0, jitter_px=1)
+FAST = InversionSettings(images=16, batch_size=8, steps=40, lr=0.1, bn_weight=1.0, jitter_px=1, downsample=1)
 
 
 def test_inversion_lowers_the_bn_statistics_loss():
