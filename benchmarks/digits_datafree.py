@@ -42,7 +42,7 @@ VARIANTS = {
         "synthesize", "--images", "128", "--batch-size", "128", "--steps", "1000", "--downsample", "1", "--first-bn-weight", "1",
         "distill", "--data", "synthetic", "--steps", "600", "--lr", "2e-3", "--shift-px", "2", "--mix", "0"]),
     "ours": ("ours: synthesize (its defaults: 256 images, 100 steps at 1/4 resolution) + 800 KD steps with shifts and mixing",
-             ["synthesize", "distill", "--data", "synthetic", "--steps", "800", "--lr", "2e-3"]),
+             ["synthesize", "distill", "--data", "synthetic", "--steps", "800", "--lr", "2e-3", "--mix", "0.5"]),
     "real": ("KD on the real train split (1437 images)", ["distill", "--data", "digits:train", "--steps", "600", "--lr", "2e-3"]),
 }
 
