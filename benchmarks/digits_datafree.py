@@ -29,8 +29,8 @@ from safetensors.torch import save_file
 COMPRESS = str(Path(sys.executable).with_name("compress"))
 PRUNE = ["prune", "--ratio", "0.5"]
 EXPORT = ["export"]
-# Every variant's distill keeps its last state: the held-out test split must not pick one.
-LAST_STATE = ["--eval-every", "0"]
+# Every variant's distill keeps its last state (the held-out test split must not pick one), batch 64.
+LAST_STATE = ["--eval-every", "0", "--batch-size", "64"]
 NOISE_IMAGES = 128
 
 # name -> (what it is, the steps between prune and export). The plain-DeepInversion and noise rows
