@@ -21,7 +21,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Everything, slow tests included (what CI runs).
+# Everything, slow tests included (CI runs `make test`, then the slow tests).
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
 
