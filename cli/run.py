@@ -103,7 +103,7 @@ def _quality(stats: dict) -> str:
 
 def _figures(figures: dict) -> str:
     keep = ("exporter", "opset", "mode", "onnx_bytes", "parity_max_abs_diff", "int8_agreement", "int8_cosine_mean",
-            "int8_latency_ratio", "p50_ms", "p90_ms", "latency_ratio", "stopped", "best_step", "heldout_best", "loss_end")
+            "int8_latency_ratio", "p50_ms", "p90_ms", "latency_ratio", "stopped", "best_step", "validation_best", "loss_end")
     return ", ".join(f"{k} {fmt(figures[k])}" for k in keep if k in figures)
 
 

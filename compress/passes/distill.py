@@ -2,8 +2,9 @@
 
 The student is a copy of the current model; the teacher is the run's frozen original
 (`ctx.teacher`). Training runs on the pass's own `--data` through the one `fit` loop, with the KD
-losses of `compress.distill.losses`; the held-out data measures quality every `eval_every` steps
-and the best state is kept. The KD curve is saved as `kd_curve.png` in the run folder.
+losses of `compress.distill.losses`; a seeded share of that data, held aside and never trained on,
+measures fidelity to the original every `eval_every` steps and picks the best state. The held-out
+data the run reports quality on picks nothing. The KD curve is saved as `kd_curve.png` in the run folder.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ class DistillConfig(StrictConfig):
     kl: float = Field(1.0, ge=0, description="weight of the output term: logit KL x T^2 for classifiers, 1 - cosine of the embeddings for encoders")
     ce: float = Field(0.0, ge=0, description="weight of cross-entropy on the data's labels (classifiers; ignored without labels)")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE (student layer i to teacher layer i*L_t/L_s; a learned projection where widths differ)")
-    eval_every: int = Field(50, ge=0, description="steps between held-out evaluations and progress lines; the best held-out state is kept (0: no evaluation, the last state is kept)")
+    eval_every: int = Field(50, ge=0, description="steps between validation evaluations and progress lines; the best validation state is kept (0: no evaluation, the last state is kept)")
+    validation_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training data held aside, never trained on, to pick the best state by fidelity to the original (the held-out data quality is reported on never picks anything); 0: train on all of it and keep the last state")
     shift_px: float | None = Field(None, ge=0, le=64, description="images: random sub-pixel shift of each training input by up to this many pixels (default: 2 on synthetic data, 0 on real data)")
     flip: bool = Field(False, description="images: random horizontal flips of the training inputs (off for digits and text-like images)")
     mix: float = Field(0.0, ge=0, le=1, description="images: share of each batch blended with another input of the batch, the teacher labelling the blend")
@@ -82,10 +84,11 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         steps=config.steps, lr=lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
         weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
     )
-    metric_name, evaluate = _heldout_evaluation(model, ctx) if config.eval_every else (None, None)
+    train, validation = _split_validation(train, config, ctx.seed)
+    metric_name, evaluate = _validation(model, ctx, validation) if validation is not None else (None, None)
     ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {lr:g}"
             + (f", augmented ({augmentation})" if augmentation.active else "")
-            + (f", best state by held-out {metric_name}" if metric_name else ""))
+            + (f", best state by {metric_name} on {len(validation)} inputs held aside from it" if metric_name else ""))
     result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
     student.module.to("cpu").eval()
     curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
@@ -93,10 +96,11 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         "steps": result.steps,
         "lr": lr,
         "best_step": result.best_step,
-        "heldout_metric": metric_name,
-        "heldout_start": result.history[0].metric if metric_name else None,
-        "heldout_best": result.best_metric,
-        "heldout_final": result.final_metric,
+        "validation_metric": metric_name,
+        "validation_samples": 0 if validation is None else len(validation),
+        "validation_start": result.history[0].metric if metric_name else None,
+        "validation_best": result.best_metric,
+        "validation_final": result.final_metric,
         "loss_start": result.loss_start,
         "loss_end": result.loss_end,
         "fit_seconds": round(result.seconds, 3),
@@ -143,21 +147,29 @@ def _augmentation(config: DistillConfig, model: Model, synthetic: bool):
 SYNTHETIC_SHIFT_PX = 2.0
 
 
-def _heldout_evaluation(model: Model, ctx: Context) -> tuple[str | None, Evaluate | None]:
-    """The pipeline's own quality figure (accuracy with labels, else agreement or cosine to the
-    original) on the held-out data, as a function of the student's module."""
+def _split_validation(train: Dataset, config: DistillConfig, seed: int) -> tuple[Dataset, Dataset | None]:
+    """(what is trained on, what picks the best state): a seeded share of the training data held
+    aside. Selecting on the held-out data would make the reported quality a chosen one."""
+    import torch
+
+    held_aside = int(len(train) * config.validation_fraction)
+    if not config.eval_every or held_aside == 0:
+        return train, None
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.take(order[held_aside:]), train.take(order[:held_aside])
+
+
+def _validation(model: Model, ctx: Context, validation: Dataset) -> tuple[str, Evaluate]:
+    """Fidelity to the original on the held-aside slice: agreement for classifiers (the data may be
+    synthetic, without labels), cosine for encoders; as a function of the student's module."""
     from compress.metrics import primary_metric, quality
     from compress.predict import torch_outputs
 
-    heldout = ctx.heldout
-    if heldout is None:
-        return None, None
-    name = primary_metric(model.task, heldout.labels is not None)
-    reference = torch_outputs(ctx.teacher, heldout)
+    name = primary_metric(model.task, False)
+    reference = torch_outputs(ctx.teacher, validation)
 
     def evaluate(module: torch.nn.Module) -> float:
-        outputs = torch_outputs(model.replace(module=module), heldout)
-        return quality(model.task, outputs, reference, heldout.labels)[name]
+        outputs = torch_outputs(model.replace(module=module), validation)
+        return quality(model.task, outputs, reference, None)[name]
 
     return name, evaluate
-
