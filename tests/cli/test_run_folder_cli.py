@@ -16,19 +16,10 @@ import pytest
 
 from compress.cli.main import cli
 from compress.passes import PASSES
+from cli_checks import one_line_error
 
 TINY = ["run", "--model", "tiny_models:cnn"]
 TESTS = Path(__file__).resolve().parents[1]
-
-
-def _one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -77,7 +68,7 @@ def test_an_interrupted_run_leaves_the_previous_result(runner, good_run, monkeyp
 
     monkeypatch.setitem(PASSES, "export", PASSES["export"]._replace(fn=interrupted))
     result = runner.invoke(cli, [*TINY, "--out", str(good_run), "export"])
-    _one_line_error(result, 130, "interrupted")
+    one_line_error(result, 130, "interrupted")
     assert _snapshot(good_run) == before
     assert sorted(p.name for p in good_run.parent.iterdir()) == ["x"]
 
@@ -90,14 +81,14 @@ def test_gate_refuses_a_folder_whose_file_changed(runner, good_run, change):
         (good_run / "model" / "model.safetensors").unlink()
     result = runner.invoke(cli, ["gate", str(good_run / "report.json"), "--require-parity"])
     name = "model.onnx" if change == "edit" else "model/model.safetensors"
-    _one_line_error(result, 2, "run folder file", name, "changed after report.json" if change == "edit" else "is missing")
+    one_line_error(result, 2, "run folder file", name, "changed after report.json" if change == "edit" else "is missing")
 
 
 def test_a_folder_holding_other_files_is_refused_before_loading(runner, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "thesis.tex").write_text("years of work")
     result = runner.invoke(cli, ["run", "--model", "tiny_models:interrupted", "--out", str(tmp_path / "mine"), "export"])
-    _one_line_error(result, 2, "output folder", "not a compress run folder")
+    one_line_error(result, 2, "output folder", "not a compress run folder")
     assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
 
 
@@ -122,7 +113,7 @@ def test_a_second_run_is_refused_naming_the_pid_and_sigterm_cleans_up(runner, go
     try:
         _wait_for(lambda: any(p.name.startswith(".x.staging.") for p in good_run.parent.iterdir()))
         second = runner.invoke(cli, [*TINY, "--out", str(good_run), "export"])
-        _one_line_error(second, 2, "output folder", f"in use by another compress run (pid {slow.pid})")
+        one_line_error(second, 2, "output folder", f"in use by another compress run (pid {slow.pid})")
         slow.send_signal(signal.SIGTERM)
         _, stderr = slow.communicate(timeout=60)
     finally:
@@ -163,4 +154,4 @@ def test_gate_refuses_a_report_edited_after_the_run(runner, good_run):
     report["summary"]["parity"]["passed"] = not report["summary"]["parity"]["passed"]
     (good_run / "report.json").write_text(json.dumps(report, indent=2))
     result = runner.invoke(cli, ["gate", str(good_run / "report.json"), "--require-parity"])
-    _one_line_error(result, 2, "report", "was edited after compress wrote it")
+    one_line_error(result, 2, "report", "was edited after compress wrote it")

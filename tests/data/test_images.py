@@ -15,6 +15,7 @@ from PIL import Image
 from compress.cli.main import cli
 from compress.data.specs import load_data
 from compress.loading.checkpoint import load
+from cli_checks import one_line_error
 
 
 def _image(path, size=(20, 14), seed=0, mode="RGB"):
@@ -23,16 +24,6 @@ def _image(path, size=(20, 14), seed=0, mode="RGB"):
     channels = {"RGB": 3, "L": 1}[mode]
     array = (rng.random((size[1], size[0], channels)) * 255).astype(np.uint8)
     Image.fromarray(array.squeeze(-1) if channels == 1 else array, mode).save(path)
-
-
-def _one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
 
 
 @pytest.fixture
@@ -125,7 +116,7 @@ def test_images_that_do_not_fit_exit_2_naming_both(runner, classes, tmp_path, ca
         assert runner.invoke(cli, ["run", "--model", "tiny_models:cnn", "--out", str(tmp_path / "x"), "export"]).exit_code == 0
         model = str(tmp_path / "x" / "model.onnx")
     args = ["eval", model, "--data", f"images:{classes}"] + (["--seq-len", "16"] if case == "text_model" else [])
-    _one_line_error(runner.invoke(cli, args), 2, "data: images:", *needles)
+    one_line_error(runner.invoke(cli, args), 2, "data: images:", *needles)
 
 
 def test_a_model_without_image_size_takes_its_processors_size(runner, classes, tmp_path):

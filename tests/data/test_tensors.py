@@ -14,16 +14,7 @@ from safetensors.torch import save_file
 from compress.cli.main import cli
 from compress.data.specs import load_data
 from compress.loading.checkpoint import load
-
-
-def _one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from cli_checks import one_line_error
 
 
 def _inputs(n=6, shape=(1, 8, 8)):
@@ -78,14 +69,14 @@ def test_tensors_that_do_not_fit_exit_2_naming_both(runner, tmp_path, arrays, mo
         model = str(tmp_path / "bert")
     np.savez(tmp_path / "d.npz", **arrays)
     result = runner.invoke(cli, ["eval", model, "--data", f"tensors:{tmp_path / 'd.npz'}", "--seq-len", "8"])
-    _one_line_error(result, 2, "data: tensors:", *needles)
+    one_line_error(result, 2, "data: tensors:", *needles)
 
 
 def test_unreadable_or_missing_files_exit_2(runner, tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    _one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'bad.npz'}"]), 2, "cannot be read")
-    _one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'no.npz'}"]), 2, "not found")
+    one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'bad.npz'}"]), 2, "cannot be read")
+    one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'no.npz'}"]), 2, "not found")
     (tmp_path / "d.pt").write_bytes(b"x")
-    _one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'd.pt'}"]), 2, "unknown tensors file type .pt")
+    one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'd.pt'}"]), 2, "unknown tensors file type .pt")
     np.savez(tmp_path / "obj.npz", input=np.array([{"a": 1}], dtype=object))
-    _one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'obj.npz'}"]), 2, "cannot be read")
+    one_line_error(runner.invoke(cli, ["eval", "tiny_models:cnn", "--data", f"tensors:{tmp_path / 'obj.npz'}"]), 2, "cannot be read")

@@ -13,16 +13,7 @@ import transformers
 
 from compress.cli.main import cli
 from compress.loading.checkpoint import load
-
-
-def _one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
-    assert "Traceback" not in result.stderr and "internal error" not in result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from cli_checks import one_line_error
 
 
 def _run(runner, tmp_path, *args):
@@ -76,14 +67,14 @@ def test_models_compress_cannot_take_exit_2_naming_why(runner, tmp_path, args, n
     if not needles:
         assert result.exit_code == 2 and "input shape" in result.stderr  # TinyCNN returns no example inputs
         return
-    _one_line_error(result, 2, *needles)
+    one_line_error(result, 2, *needles)
 
 
 def test_options_a_saved_folder_would_ignore_are_refused(runner, tmp_path):
     assert runner.invoke(cli, ["run", "--model", "tiny_models:cnn", "--out", str(tmp_path / "a"), "export"]).exit_code == 0
     saved = str(tmp_path / "a" / "model")
-    _one_line_error(runner.invoke(cli, ["inspect", saved, "--input-shape", "1,1,16,16"]), 2, "--input-shape", "saved model")
-    _one_line_error(runner.invoke(cli, ["inspect", saved, "--weights", "w.pt"]), 2, "--weights", "saved model")
+    one_line_error(runner.invoke(cli, ["inspect", saved, "--input-shape", "1,1,16,16"]), 2, "--input-shape", "saved model")
+    one_line_error(runner.invoke(cli, ["inspect", saved, "--weights", "w.pt"]), 2, "--weights", "saved model")
 
 
 def _save(tmp_path, name, model):
@@ -95,14 +86,14 @@ def test_encoder_decoder_and_multimodal_folders_are_refused_naming_the_architect
     torch.manual_seed(0)
     t5 = transformers.T5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=2)
     folder = _save(tmp_path, "t5", transformers.T5ForConditionalGeneration(t5))
-    _one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "T5ForConditionalGeneration is an encoder-decoder model",
+    one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "T5ForConditionalGeneration is an encoder-decoder model",
                     "compress supports text models that take input_ids")
     clip = transformers.CLIPConfig(
         text_config={"vocab_size": 32, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
         vision_config={"image_size": 16, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
         projection_dim=8)
     folder = _save(tmp_path, "clip", transformers.CLIPModel(clip))
-    _one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "CLIPModel is a multimodal model (text + vision)")
+    one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "CLIPModel is a multimodal model (text + vision)")
 
 
 def test_an_audio_model_is_refused_naming_its_input(runner, tmp_path):
@@ -111,7 +102,7 @@ def test_an_audio_model_is_refused_naming_its_input(runner, tmp_path):
                                          conv_dim=(8, 8), conv_stride=(5, 2), conv_kernel=(10, 3), num_conv_pos_embeddings=4,
                                          num_conv_pos_embedding_groups=2)
     folder = _save(tmp_path, "w2v", transformers.Wav2Vec2Model(config))
-    _one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "Wav2Vec2Model takes input_values")
+    one_line_error(runner.invoke(cli, ["inspect", folder]), 2, "Wav2Vec2Model takes input_values")
 
 
 def _gpt2_folder(tmp_path, head=transformers.GPT2LMHeadModel):

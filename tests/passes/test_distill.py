@@ -15,6 +15,7 @@ from compress.pipeline import run
 from compress.recipe import make_step
 from compress.predict import torch_outputs
 from compress.train import FitConfig, fit
+from cli_checks import one_line_error
 
 TINY = ["run", "--model", "tiny_models:cnn_without_inputs", "--input-shape", "1,1,32,32", "--data", "digits:test"]
 
@@ -66,15 +67,6 @@ def test_distill_makes_a_perturbed_student_agree_more_with_its_teacher(tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["kd_curve.png"]
 
 
-def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("compress: ") and "Traceback" not in result.stderr  # ours, click's words included
-    for needle in needles:
-        assert needle in lines[-1]
-    return lines[-1]
-
-
 @pytest.mark.parametrize("args, needles", [
     (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
     (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
@@ -83,13 +75,13 @@ def _one_line_error(result, *needles: str) -> str:
 ])
 def test_cli_refuses_bad_distill_input_with_one_line(runner, tmp_path, args, needles):
     result = runner.invoke(cli, [*TINY, "--out", str(tmp_path / "x"), *args])
-    _one_line_error(result, *needles)
+    one_line_error(result, 2, *needles)
     assert not (tmp_path / "x" / "report.json").exists()
 
 
 def test_without_data_a_model_without_batchnorm_is_refused(runner, tmp_path):
     result = runner.invoke(cli, ["run", "--model", "tiny_models:cnn_without_bn", "--out", str(tmp_path / "x"), "distill"])
-    _one_line_error(result, "synthesize", "BatchNorm", "--data")
+    one_line_error(result, 2, "synthesize", "BatchNorm", "--data")
 
 
 def test_without_data_distill_trains_on_the_runs_synthetic_set(tmp_path, tiny_teacher):

@@ -10,15 +10,7 @@ import pytest
 from compress.cli.main import cli
 from compress.loading.checkpoint import load
 from compress.onnx.parity import probes
-
-
-def _one_line_error(result, exit_code: int, *needles: str) -> str:
-    assert result.exit_code == exit_code, (result.stdout, result.stderr)
-    errors = [line for line in result.stderr.splitlines() if line.startswith("compress: ")]
-    assert len(errors) == 1 and result.stderr.strip().endswith(errors[0]), result.stderr
-    for needle in needles:
-        assert needle in errors[0], errors[0]
-    return errors[0]
+from cli_checks import one_line_error
 
 
 def test_parity_without_data_checks_two_batch_sizes(runner, tmp_path):
@@ -34,13 +26,13 @@ def test_parity_without_data_checks_two_batch_sizes(runner, tmp_path):
 ])
 def test_a_model_that_fixes_the_batch_fails_export(runner, tmp_path, factory, needles):
     result = runner.invoke(cli, ["run", "--model", factory, "--out", str(tmp_path / "x"), "export"])
-    _one_line_error(result, 1, "step 1 (export)", *needles)
+    one_line_error(result, 1, "step 1 (export)", *needles)
     assert not (tmp_path / "x").exists()  # a failed run into a new folder leaves nothing
 
 
 def test_a_non_finite_model_says_non_finite(runner, tmp_path):
     result = runner.invoke(cli, ["run", "--model", "tiny_models:nan_cnn", "--out", str(tmp_path / "x"), "export"])
-    line = _one_line_error(result, 1, "non-finite")
+    line = one_line_error(result, 1, "non-finite")
     assert "differs by nan" not in line
 
 
