@@ -37,3 +37,20 @@ class ConcatDepthwiseGrouped(nn.Module):
         x = torch.cat([self.a(x), self.b(x)], dim=1)
         x = torch.relu(self.bn(self.depthwise(x)))
         return self.head(self.grouped(x).mean(dim=(2, 3)))
+
+
+def saved_family(name: str, folder) -> tuple:
+    """The tiny `name` model saved as a Hugging Face folder under `folder` and loaded by compress,
+    with three random inputs of its kind (images, or token ids with a full mask) as a Dataset."""
+    from compress.data.specs import Dataset
+    from compress.loading.checkpoint import load
+
+    cls, config = HF_CASES[name]
+    torch.manual_seed(0)
+    cls(config).eval().save_pretrained(folder / name)
+    model = load(str(folder / name), seq_len=16)
+    g = torch.Generator().manual_seed(1)
+    if model.input_names == ("pixel_values",):
+        return model, Dataset("random images", (torch.randn(3, *model.example_inputs[0].shape[1:], generator=g),))
+    ids = torch.randint(5, 100, (3, 16), generator=g)
+    return model, Dataset("random ids", (ids, torch.ones_like(ids)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_families import HF_CASES, ConcatDepthwiseGrouped
+from tiny_families import HF_CASES, ConcatDepthwiseGrouped, saved_family
 
 from compress.data.specs import Dataset
 from compress.loading.checkpoint import load
@@ -16,18 +16,9 @@ from compress.onnx.parity import check_parity
 
 @pytest.mark.parametrize("name", sorted(HF_CASES))
 def test_hugging_face_families_export_with_parity(name, tmp_path):
-    cls, config = HF_CASES[name]
-    torch.manual_seed(0)
-    cls(config).eval().save_pretrained(tmp_path / name)
-    model = load(str(tmp_path / name), seq_len=16)
+    model, data = saved_family(name, tmp_path)
     exported = export_onnx(model, tmp_path / f"{name}.onnx")
     assert exported.opset == 17
-    g = torch.Generator().manual_seed(1)
-    if model.input_names == ("pixel_values",):
-        data = Dataset("random images", (torch.randn(3, *model.example_inputs[0].shape[1:], generator=g),))
-    else:
-        ids = torch.randint(5, 100, (3, 16), generator=g)
-        data = Dataset("random ids", (ids, torch.ones_like(ids)))
     parity = check_parity(model, exported.path, data, tolerance=1e-4)
     assert parity.passed, parity
 

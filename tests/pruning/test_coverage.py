@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_families import HF_CASES, ConcatDepthwiseGrouped
+from tiny_families import HF_CASES, ConcatDepthwiseGrouped, saved_family
 
 from compress.context import Context
 from compress.data.specs import Dataset
@@ -33,16 +33,7 @@ def _prune_export_parity(model, tmp_path, data):
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(HF_CASES)])
 def test_hugging_face_families_prune_export_with_parity(name, tmp_path):
-    cls, config = HF_CASES[name]
-    torch.manual_seed(0)
-    cls(config).eval().save_pretrained(tmp_path / name)
-    model = load(str(tmp_path / name), seq_len=16)
-    g = torch.Generator().manual_seed(1)
-    if model.input_names == ("pixel_values",):
-        data = Dataset("random images", (torch.randn(3, *model.example_inputs[0].shape[1:], generator=g),))
-    else:
-        ids = torch.randint(5, 100, (3, 16), generator=g)
-        data = Dataset("random ids", (ids, torch.ones_like(ids)))
+    model, data = saved_family(name, tmp_path)
     pruned = _prune_export_parity(model, tmp_path, data)
     assert pruned(*model.example_inputs).shape == model(*model.example_inputs).shape
 
