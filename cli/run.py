@@ -20,6 +20,7 @@ from compress.context import check_device
 from compress.rundir import check_out
 from compress.errors import RunFailed, UsageError
 from compress.passes import PASSES
+from compress.resume import DEFAULT_EVERY
 
 
 @click.group(chain=True, invoke_without_command=True)
@@ -30,13 +31,17 @@ from compress.passes import PASSES
 @click.option("--seed", type=int, default=0, show_default=True, help="The one seed of everything random in the run (example inputs, data order, training, probes).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="Where passes that train run (cuda only where torch has a CUDA device).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of tables.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=DEFAULT_EVERY, show_default=True,
+              help="Training steps between checkpoints, kept beside --out (.NAME.checkpoints) until the run completes; 0: none.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run into --out from its checkpoints (the same model, recipe, seed and data).")
 @model_options
 def run(**_: object) -> None:
     """Run passes on a model. With no arguments: the default recipe on the bundled digits model."""
 
 
 @run.result_callback()
-def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json, weights, input_shapes, seq_len, task, trust_pickle, output_name):
+def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json, checkpoint_every, resume, weights, input_shapes, seq_len, task,
+               trust_pickle, output_name):
     from compress.recipe import Recipe, default_recipe, read_recipe
     from compress.reporting.digest import file_sha256
     from compress.runner import run as run_recipe
@@ -56,7 +61,8 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json,
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))
     inputs = {p: file_sha256(p) for p in (weights, recipe_path) if p}
     log(f"running {len(recipe.steps)} step(s) on {model.name} into {out}")
-    report = run_recipe(model, recipe, out, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs)
+    report = run_recipe(model, recipe, out, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs,
+                        checkpoint_every=checkpoint_every, resume=resume)
     if as_json:
         echo_json(report)
     else:

@@ -12,6 +12,7 @@ from compress.errors import UsageError
 if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
     from compress.data.specs import Dataset, Role
     from compress.model import Model
+    from compress.train import Checkpointing
 
 
 def _quiet(_: str) -> None:
@@ -43,6 +44,9 @@ class Context:
     configs: dict[str, Any] = field(default_factory=dict)
     # The spec the held-out source was read from; no other role may read it.
     heldout_spec: str | None = None
+    # Where the current step's fit saves its state and resumes from (`fit(checkpointing=...)`);
+    # set per step by the pipeline when the run keeps checkpoints (compress.resume), else None.
+    checkpointing: Checkpointing | None = None
 
     @property
     def heldout(self) -> Dataset | None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from pydantic import BaseModel
@@ -24,6 +24,9 @@ from compress.onnx.outputs import onnx_outputs
 from compress.onnx.session import open_session
 from compress.passes import PASSES
 from compress.predict import torch_outputs
+
+if TYPE_CHECKING:
+    from compress.resume import RunCheckpoints
 
 
 class Step(NamedTuple):
@@ -99,7 +102,9 @@ def _givers(kind: str) -> str:
     return " or ".join(name for name, spec in PASSES.items() if kind in spec.gives and kind not in spec.needs) or "a step that makes it"
 
 
-def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
+def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoints | None = None) -> RunRecord:
+    """Run `steps` on `model`; with `checkpoints`, each step's fit saves its state there (and
+    continues from it when the run resumes)."""
     check_order(steps)
     reference = _reference_outputs(ctx)
     record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference), model=model)
@@ -111,7 +116,8 @@ def run(model: Model, steps: list[Step], ctx: Context) -> RunRecord:
         started = time.perf_counter()
         config = with_run_seed(step.config, ctx.seed)
         try:
-            result = PASSES[step.name].fn(model, config, ctx)
+            step_ctx = ctx if checkpoints is None else replace(ctx, checkpointing=checkpoints.for_step(index, step.name))
+            result = PASSES[step.name].fn(model, config, step_ctx)
         except RunFailed as exc:
             raise RunFailed(f"{where}: {exc}") from exc
         seconds = time.perf_counter() - started

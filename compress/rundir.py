@@ -5,8 +5,11 @@ nothing), and two runs into one folder at once cannot mix their files.
 
 Beside `runs/x` live only hidden names of this tool: `.x.lock` (the holder's pid; an advisory
 `flock`, which the kernel drops when the holder dies, so a killed run's lock is taken over),
-`.x.staging.*` (a run in progress) and `.x.old.*` (the previous result during the swap). A
-staging or old folder found while holding the lock belongs to a run that was killed: removed.
+`.x.staging.*` (a run in progress), `.x.old.*` (the previous result during the swap) and
+`.x.checkpoints` (the fit checkpoints of a run that has not completed, for `--resume`: see
+compress/resume.py). A staging or old folder found while holding the lock belongs to a run that
+was killed: removed. The checkpoints stay until a run completes: they are what a killed run is
+resumed from, and the staging folder, swapped in only at the end, cannot hold them.
 """
 
 from __future__ import annotations
@@ -44,8 +47,15 @@ def run_folder(out: str | os.PathLike, log: Callable[[str], None] = _quiet) -> I
         try:
             yield staging
             _swap(staging, out)
+            shutil.rmtree(checkpoint_folder(out), ignore_errors=True)  # a complete run resumes nothing
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def checkpoint_folder(out: Path) -> Path:
+    """`.NAME.checkpoints` beside `out`: a run's fit checkpoints, written under the lock, kept
+    after Ctrl-C, SIGTERM, a kill or a failed step, removed when a run into `out` completes."""
+    return out.with_name(f".{out.name}.checkpoints")
 
 
 def check_out(out: str | os.PathLike) -> Path:
@@ -121,8 +131,9 @@ def clean_stale(out: Path, log: Callable[[str], None] = _quiet) -> None:
     """Remove what killed runs left: staging and old folders beside `out`, temp files inside it.
     Called with the lock held, so nothing found here belongs to a live run."""
     stale = [*out.parent.glob(f".{out.name}.staging.*"), *out.parent.glob(f".{out.name}.old.*")]
-    if out.is_dir():
-        stale += [p for p in out.rglob(".*.tmp") if p.is_file()]  # atomic_path's temp files
+    for folder in (out, checkpoint_folder(out)):
+        if folder.is_dir():
+            stale += [p for p in folder.rglob(".*.tmp") if p.is_file()]  # atomic_path's temp files
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

@@ -19,7 +19,8 @@ from compress.reporting.gate import check
 from compress.model import Model, save
 from compress.pipeline import run as run_steps
 from compress.recipe import Recipe
-from compress.rundir import relative_paths, run_folder
+from compress.resume import DEFAULT_EVERY, RunCheckpoints, open_checkpoints
+from compress.rundir import checkpoint_folder, relative_paths, run_folder
 from compress.reporting.digest import state_sha256
 from compress.reporting.report import build_report, write_report
 
@@ -34,37 +35,56 @@ def run(
     data: str | None = None,
     log: Callable[[str], None] = lambda _: None,
     inputs_sha256: dict[str, str] | None = None,
+    checkpoint_every: int = DEFAULT_EVERY,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run `recipe` on `model` into `out`; returns the report (also written there).
 
     Quality is measured on `data` (default: the model's own held-out spec) against the original,
     which is kept frozen as the teacher. `out` changes only when the run completes (gates broken
-    or not): then it holds this run's files and nothing else.
+    or not): then it holds this run's files and nothing else. Training steps save checkpoints
+    every `checkpoint_every` steps (0: none) beside `out` until then; `resume` continues a run
+    into `out` that was interrupted, from them (compress.resume).
     """
     check_device(device)
+    data = data or model.eval_data
+    inputs = {"original_weights": state_sha256(model.module), **(inputs_sha256 or {})}
+    made_from = {"model": model.source.to_dict(), "inputs": inputs, "recipe": _steps_by_key(recipe), "seed": seed, "data": data}
     with run_folder(out, log) as staging:
-        return _run(model, recipe, staging, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs_sha256)
+        checkpoints = open_checkpoints(checkpoint_folder(Path(out).resolve()), made_from, every=checkpoint_every, resume=resume, log=log)
+        try:
+            return _run(model, recipe, staging, seed=seed, device=device, data=data, log=log, inputs=inputs, checkpoints=checkpoints)
+        except BaseException:  # a failed step, Ctrl-C, SIGTERM: the run folder stays as it was
+            if checkpoints is not None:
+                checkpoints.close_unfinished(log)
+            raise
+
+
+def _steps_by_key(recipe: Recipe) -> dict[str, Any]:
+    """The recipe with its steps keyed `1.prune`, `2.distill`, so a changed setting is named
+    `recipe.steps.2.distill.lr`."""
+    as_dict = recipe.to_dict()
+    return {**as_dict, "steps": {f"{i + 1}.{s.name}": s.config.model_dump(mode="json") for i, s in enumerate(recipe.steps)}}
 
 
 def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, device: str, data: str | None, log: Callable[[str], None],
-         inputs_sha256: dict[str, str] | None) -> dict[str, Any]:
+         inputs: dict[str, str], checkpoints: RunCheckpoints | None) -> dict[str, Any]:
     torch.manual_seed(seed)
     teacher = model.copy()
     teacher.module.requires_grad_(False)
-    data = data or model.eval_data
     heldout = load_data(data, model) if data else None
     if heldout is not None:
         log(f"quality measured on {data} ({len(heldout)} inputs) against the original")
     ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout},
                   heldout_spec=data, seed=seed, device=device, log=log)
-    record = run_steps(model, list(recipe.steps), ctx)
+    record = run_steps(model, list(recipe.steps), ctx, checkpoints)
     save(record.model, out / "model")
     report = build_report(
         record,
         model_info={"name": model.name, "task": model.task, "source": model.source.to_dict(), "saved": "model"},
         recipe=recipe.to_dict(),
         seed=seed,
-        inputs={"original_weights": state_sha256(teacher.module), **(inputs_sha256 or {})},
+        inputs=inputs,
         data=data,
         task=model.task,
         has_labels=heldout is not None and heldout.labels is not None,

@@ -101,8 +101,10 @@ class FitResult:
 class Checkpointing:
     """Where and how often `fit` saves its whole state, and whether it starts from that file.
 
-    `identity` is what must not change between the run that wrote a checkpoint and the one that
-    resumes from it (the recipe, the data spec); `fit` adds its own settings and the seed."""
+    With `resume`, `fit` continues from `path` when it exists (and starts at step 0 when it does
+    not: a run killed before this fit's first checkpoint). `identity` is what must not change
+    between the run that wrote a checkpoint and the one that resumes from it (the step); `fit` adds
+    its own settings, the seed, the data's size and the starting weights' sha256."""
 
     path: Path
     every: int
@@ -144,12 +146,12 @@ def fit(
     # LambdaLR multiplies the peak rate; its state (last step) goes into a checkpoint as is.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_at(step) / config.lr)
     trained = _Trained(student, loss_fn, optimizer, schedule)
-    identity = {**(checkpointing.identity if checkpointing else {}), "fit": asdict(config), "seed": seed, "rows": len(data)}
+    identity = _identity(checkpointing, config, seed, data, student)
     eval_every = config.eval_every or config.steps
     started = time.perf_counter()
     with torch.random.fork_rng(devices=_accelerators(device)):
         torch.manual_seed(seed)
-        if checkpointing is not None and checkpointing.resume:
+        if checkpointing is not None and checkpointing.resume and checkpointing.path.exists():
             progress = _load_checkpoint(checkpointing.path, trained, identity)
             log(f"fit: resuming at step {progress.step}/{config.steps} from {checkpointing.path}")
         else:
@@ -159,7 +161,7 @@ def fit(
             loss = loss_fn(student, _to(batch, device))
             if not torch.isfinite(loss):
                 raise RunFailed(f"training loss became {loss.item()} at step {step + 1} of {config.steps}"
-                                f"{_last_good(checkpointing, progress)}; lower the learning rate (now {config.lr:g})")
+                                f"{_last_good(checkpointing, progress)}; lower the learning rate (now {config.lr:g}) or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip > 0:
@@ -171,6 +173,7 @@ def fit(
                 progress.report(student, _measure(student, evaluate))
                 log(_progress_line(progress.history[-1], config, optimizer, started))
             if checkpointing is not None and (progress.step % checkpointing.every == 0 or progress.step == config.steps):
+                _check_finite(params, progress.step, config, checkpointing)
                 _save_checkpoint(checkpointing.path, trained, progress, identity)
     final_metric = progress.history[-1].metric
     progress.best.restore(student)
@@ -267,15 +270,13 @@ def _load_checkpoint(path: Path, trained: _Trained, identity: Mapping[str, Any])
     """Restore the state `_save_checkpoint` wrote; refuse a checkpoint from other settings."""
     try:
         state = torch.load(path, weights_only=True, map_location="cpu")
-    except FileNotFoundError as exc:
-        raise UsageError("resume checkpoint", path, "does not exist; run without resuming to start from step 0") from exc
     except (OSError, RuntimeError, EOFError, KeyError) as exc:
         raise UsageError("resume checkpoint", path, f"cannot be read ({exc}); run without resuming to start from step 0") from exc
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UsageError("resume checkpoint", path, f"has format {state.get('format')}, this compress reads {CHECKPOINT_FORMAT}")
     saved = json.loads(state["identity"])
     current = json.loads(json.dumps(identity, sort_keys=True, default=str))
-    changed = _changed_keys(saved, current)
+    changed = changed_keys(saved, current)
     if changed:
         raise UsageError("resume checkpoint", path, f"was written with other settings ({', '.join(changed)} differ); restore them or run without resuming")
     trained.student.load_state_dict(state["student"])
@@ -294,18 +295,43 @@ def _load_checkpoint(path: Path, trained: _Trained, identity: Mapping[str, Any])
     )
 
 
-def _changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two JSON-like mappings."""
+def changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two JSON-like values (list items by index)."""
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        saved, current = dict(enumerate(saved)), dict(enumerate(current))
     if not (isinstance(saved, dict) and isinstance(current, dict)):
         return [prefix or "(all)"] if saved != current else []
-    keys = sorted(set(saved) | set(current))
-    return [k for key in keys for k in _changed_keys(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else key)]
+    keys = sorted(set(saved) | set(current), key=str)
+    return [k for key in keys for k in changed_keys(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else str(key))]
+
+
+def _identity(checkpointing: Checkpointing | None, config: FitConfig, seed: int, data: BatchSource, student: nn.Module) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed from: the caller's identity, the loop's own
+    settings, and the student it started from (its weights' sha256), so a step before the fit that
+    came out differently this time (a latency-driven prune times the machine) is caught."""
+    if checkpointing is None:
+        return {}
+    from compress.reporting.digest import state_sha256
+
+    return {**checkpointing.identity, "fit": asdict(config), "seed": seed, "rows": len(data), "student": state_sha256(student)}
+
+
+def _check_finite(params: list[nn.Parameter], step: int, config: FitConfig, checkpointing: Checkpointing) -> None:
+    """A checkpoint only ever holds finite weights, so the last one is always a good one."""
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in params)
+    if bad:
+        last = (step - 1) // checkpointing.every * checkpointing.every
+        where = f"stopped at the last good checkpoint, step {last} ({checkpointing.path})" if last > 0 else "stopped before the first checkpoint"
+        raise RunFailed(f"{bad} weights became non-finite by step {step} of {config.steps}; {where}; lower the learning rate (now {config.lr:g})")
 
 
 def _last_good(checkpointing: Checkpointing | None, progress: _Progress) -> str:
-    if checkpointing is None or not checkpointing.path.exists():
+    if checkpointing is None:
         return ""
-    return f" (the last good checkpoint, {checkpointing.path}, holds step {progress.step - progress.step % checkpointing.every})"
+    last = progress.step - progress.step % checkpointing.every
+    if last == 0 or not checkpointing.path.exists():
+        return "; stopped before the first checkpoint"
+    return f"; stopped at the last good checkpoint, step {last} ({checkpointing.path})"
 
 
 def _batches(data: BatchSource, batch_size: int, seed: int, start_step: int) -> Iterator[Dataset]:

@@ -10,7 +10,7 @@ from torch import nn
 
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
-from compress.train import Checkpointing, FitConfig, fit
+from compress.train import Checkpointing, FitConfig, changed_keys, fit
 
 TRUE_WEIGHTS = torch.tensor([[1.5, -2.0, 0.5, 3.0]])
 
@@ -161,7 +161,7 @@ def test_a_resumed_fit_ends_with_the_weights_of_an_uninterrupted_one(tmp_path):
         fit(student, _interrupted_at(27), data, config, evaluate=evaluate, seed=3, checkpointing=checkpoint)
     assert [p.name for p in tmp_path.iterdir()] == ["fit.pt"]  # no temp file left by the kill
     logged = []
-    resumed = _student(seed=99)  # a fresh process: different weights until the checkpoint loads
+    resumed = _student()  # a fresh process, which built the same student again
     result = fit(resumed, _mse, data, config, evaluate=evaluate, seed=3, log=logged.append,
                  checkpointing=replace(checkpoint, resume=True))
     assert logged[0].startswith("fit: resuming at step 20/60")
@@ -177,9 +177,19 @@ def test_resume_refuses_a_checkpoint_from_other_settings_naming_them(tmp_path):
     changed = replace(checkpoint, resume=True, identity={"data": "b", "kl": 1.0})
     with pytest.raises(UsageError, match=r"other settings \(data, fit.lr differ\)"):
         fit(_student(), _mse, data, FitConfig(steps=5, lr=1e-3, batch_size=32), checkpointing=changed)
-    with pytest.raises(UsageError, match="does not exist; run without resuming"):
-        fit(_student(), _mse, data, FitConfig(steps=5, lr=1e-2, batch_size=32),
-            checkpointing=Checkpointing(tmp_path / "missing.pt", every=5, resume=True))
+    with pytest.raises(UsageError, match=r"other settings \(student differ\)"):  # started from other weights
+        fit(_student(seed=1), _mse, data, FitConfig(steps=5, lr=1e-2, batch_size=32), checkpointing=replace(checkpoint, resume=True))
+
+
+def test_resuming_without_a_checkpoint_starts_at_step_0(tmp_path):
+    """A run killed before this fit's first checkpoint: its resumed fit trains from the start."""
+    data, config = _regression(), FitConfig(steps=5, lr=1e-2, batch_size=32)
+    fresh, resumed = _student(), _student()
+    fit(fresh, _mse, data, config)
+    logged = []
+    fit(resumed, _mse, data, config, log=logged.append, checkpointing=Checkpointing(tmp_path / "missing.pt", every=5, resume=True))
+    assert not any("resuming" in line for line in logged)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), resumed.state_dict().values()))
 
 
 def test_a_non_finite_loss_names_the_last_good_checkpoint(tmp_path):
@@ -190,5 +200,31 @@ def test_a_non_finite_loss_names_the_last_good_checkpoint(tmp_path):
         return _mse(student, batch) * (float("nan") if calls["n"] == 8 else 1.0)
 
     checkpoint = Checkpointing(tmp_path / "fit.pt", every=5)
-    with pytest.raises(RunFailed, match=r"became nan at step 8 of 10 \(the last good checkpoint, .*fit.pt, holds step 5\)"):
+    with pytest.raises(RunFailed, match=r"became nan at step 8 of 10; stopped at the last good checkpoint, step 5 \(.*fit.pt\)"):
         fit(_student(), blows_up_at_step_8, _regression(), FitConfig(steps=10, lr=1e-2, batch_size=32), checkpointing=checkpoint)
+    assert torch.load(tmp_path / "fit.pt", weights_only=True)["step"] == 5
+
+
+def test_a_checkpoint_never_holds_non_finite_weights(tmp_path):
+    """A finite loss whose step overflows the weights: the save after it refuses, and the file
+    keeps the last finite state."""
+    calls = {"n": 0}
+
+    def overflows_at_step_10(student: nn.Module, batch: Dataset) -> torch.Tensor:
+        calls["n"] += 1
+        if calls["n"] == 10:
+            student[0].weight.register_hook(lambda grad: torch.full_like(grad, float("inf")))
+        return _mse(student, batch)
+
+    config = FitConfig(steps=10, lr=1e-2, batch_size=32, grad_clip=0)
+    with pytest.raises(RunFailed, match=r"weights became non-finite by step 10 of 10; stopped at the last good checkpoint, step 5"):
+        fit(_student(), overflows_at_step_10, _regression(), config, checkpointing=Checkpointing(tmp_path / "fit.pt", every=5))
+    saved = torch.load(tmp_path / "fit.pt", weights_only=True)
+    assert saved["step"] == 5 and all(torch.isfinite(v).all() for v in saved["student"].values())
+
+
+def test_changed_keys_are_dotted_paths_into_mappings_and_lists():
+    saved = {"steps": [{"lr": 1}, {"kl": 1}], "seed": 0, "gone": 1}
+    current = {"steps": [{"lr": 2}, {"kl": 1}], "seed": 0, "new": 1}
+    assert changed_keys(saved, current) == ["gone", "new", "steps.0.lr"]
+    assert changed_keys({"steps": [1]}, {"steps": [1, 2]}) == ["steps"]

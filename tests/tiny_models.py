@@ -216,3 +216,29 @@ class ScoreHead(TinyCNN):
 def score_out() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     return ScoreHead().eval(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+class Interruptible(nn.Module):
+    """The tiny CNN whose training forwards can be slowed (TINY_TRAIN_SLEEP_S seconds each) or
+    interrupted like Ctrl-C (KeyboardInterrupt at forward number TINY_INTERRUPT_AT), so a test can
+    stop a run between two of its checkpoints. Evaluation runs at full speed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = seeded_cnn()
+        self.training_forwards = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import os
+        import time
+
+        if self.training:
+            self.training_forwards += 1
+            if self.training_forwards == int(os.environ.get("TINY_INTERRUPT_AT", 0)):
+                raise KeyboardInterrupt
+            time.sleep(float(os.environ.get("TINY_TRAIN_SLEEP_S", 0)))
+        return self.inner(x)
+
+
+def interruptible_cnn() -> nn.Module:
+    return Interruptible().eval()

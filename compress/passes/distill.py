@@ -89,7 +89,8 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {lr:g}"
             + (f", augmented ({augmentation})" if augmentation.active else "")
             + (f", best state by {metric_name} on {len(validation)} inputs held aside from it" if metric_name else ""))
-    result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device)
+    result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device,
+                 checkpointing=ctx.checkpointing)
     student.module.to("cpu").eval()
     curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
     figures = {

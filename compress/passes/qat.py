@@ -79,7 +79,8 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
                       weights=KDWeights(kl=1.0), example_inputs=model.example_inputs)
         fit_config = FitConfig(steps=config.steps, lr=config.lr, batch_size=config.batch_size,
                                warmup_steps=min(20, config.steps), eval_every=max(1, config.steps // 4))
-        result = fit(module, loss, data, fit_config, log=ctx.log, seed=ctx.seed, device=ctx.device)
+        result = fit(module, loss, data, fit_config, log=ctx.log, seed=ctx.seed, device=ctx.device,
+                     checkpointing=ctx.checkpointing)
         module.to("cpu").eval()
         figures |= {"loss_start": result.loss_start, "loss_end": result.loss_end, "fit_seconds": round(result.seconds, 3)}
     module.eval()
