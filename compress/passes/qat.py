@@ -4,14 +4,19 @@ float teacher through the one fit loop.
 BatchNorm is folded into the convolutions first; every Conv2d / Linear not matched by `--ignore`
 gets LSQ fake quantizers (weights per output channel at `--bits`, inputs per tensor at 8 bits),
 initialised from calibration data (min/max or MSE); then the student trains against the teacher's
-outputs. The result stays a torch model; `export` after it writes INT8 ONNX with the learned scales.
+outputs. Text encoders quantize their Linear inputs dynamically (one uint8 range per tensor per
+call, as onnxruntime's dynamic MatMul does; the layers never reaching the output, such as BERT's
+unused pooler, stay float). With `--intervention` (Transformer encoders), Teacher Intervention
+(compress/quant/intervention.py) runs a first phase with the teacher's attention tensors swapped
+in, then plain KD-QAT, the learning-rate schedule restarting, as in the paper's two steps.
+The result stays a torch model; `export` after it writes INT8 ONNX with the learned scales.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from compress.config import StrictConfig
 from compress.context import Context, Result
@@ -33,6 +38,15 @@ class QatConfig(StrictConfig):
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
+    hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE to the teacher's layers, added to the output term (text encoders)")
+    intervention: Literal["none", "o", "c", "m", "g"] = Field("none", description="Teacher Intervention (Transformer encoders with the teacher's architecture): the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer during a first phase; g: O, then C, then M (a sixth, a sixth, the rest); then plain KD-QAT")
+    intervention_steps: int | None = Field(None, ge=1, description="steps of the intervention phase (default a quarter of --steps); the rest of --steps trains without intervention, the learning-rate schedule restarting")
+
+    @model_validator(mode="after")
+    def _phases(self) -> QatConfig:
+        if self.intervention != "none" and self.intervention_steps is not None and self.intervention_steps >= self.steps:
+            raise ValueError(f"intervention_steps {self.intervention_steps} leaves no intervention-free phase in {self.steps} steps; give fewer than --steps")
+        return self
 
     @field_validator("bits", mode="before")
     @classmethod
@@ -43,45 +57,92 @@ class QatConfig(StrictConfig):
 
 def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     from compress.data.specs import train_split
-    from compress.distill.losses import KDLoss, KDWeights
+    from compress.quant.calibration import text_inputs
     from compress.quant.edits import FAKE_QUANT, FOLD_BN
     from compress.quant.fake import wrap
     from compress.quant.fold import conv_bn_pairs, fold
-    from compress.quant.prepare import init_steps, probe, quantizable
-    from compress.train import FitConfig, fit
+    from compress.quant.intervention import check_same_architecture
+    from compress.quant.prepare import init_steps, probe, quantizable, reaching_output
 
     refuse_if_quantized(model, "qat", "quantize once; start again from the float model")
+    if not quantizable(model.module, config.ignore):  # before the data: the model is the first thing wrong
+        _no_layers(model, config)
     spec = config.data or train_split(ctx.heldout_spec or model.eval_data)
     if spec is None:
         raise UsageError("qat --data", "none given", "give training data, e.g. --data digits:train or --data text:train")
+    if config.intervention != "none":
+        check_same_architecture(ctx.teacher.module, model.module, config.intervention)
     data = ctx.dataset(spec, "train")
     student = model.copy()
     module = student.module
     pairs = conv_bn_pairs(module)
     fold(module, pairs)
-    layers = quantizable(module, config.ignore)
+    layers = reaching_output(module, quantizable(module, config.ignore), model.example_inputs)
     if not layers:
-        raise UsageError("model", model.name, "has no Conv2d or Linear layer to quantize" + (f" outside --ignore {list(config.ignore)}" if config.ignore else ""))
+        _no_layers(model, config)
+    activations = "dynamic" if text_inputs(model.example_inputs) else "static"
     calibration = list(data.head(config.calibration_samples).batches(config.batch_size))
     shared, signed, samples = probe(module, layers, calibration)
-    wrap(module, layers, config.bits, shared, signed)
+    wrap(module, layers, config.bits, shared, signed, activations)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
-    edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec},)
+    edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec,
+               "activations": activations},)
     student = student.replace(edits=(*student.edits, *edits))
-    ctx.log(f"qat: {len(layers)} layers at {config.bits}-bit weights / 8-bit inputs, {len(pairs)} BatchNorms folded, "
-            f"steps from {config.init} on {data.name}")
-    figures = {"bits": config.bits, "quantized_layers": len(layers), "float_layers": ", ".join(config.ignore) or "none",
-               "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared)}
+    ctx.log(f"qat: {len(layers)} layers at {config.bits}-bit weights / 8-bit {activations} inputs, {len(pairs)} BatchNorms folded, "
+            f"steps from {config.init} on {data.name}" + (f", Teacher Intervention {config.intervention}" if config.intervention != "none" else ""))
+    figures = {"bits": config.bits, "activations": activations, "quantized_layers": len(layers), "float_layers": ", ".join(config.ignore) or "none",
+               "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
+               "intervention": config.intervention}
     if config.steps:
-        module.requires_grad_(True)
-        loss = KDLoss(ctx.teacher.module, module, task=model.task, temperature=config.temperature,
-                      weights=KDWeights(kl=1.0), example_inputs=model.example_inputs)
-        fit_config = FitConfig(steps=config.steps, lr=config.lr, batch_size=config.batch_size,
-                               warmup_steps=min(20, config.steps), eval_every=max(1, config.steps // 4))
-        result = fit(module, loss, data, fit_config, log=ctx.log, seed=ctx.seed, device=ctx.device,
-                     checkpointing=ctx.checkpointing)
-        module.to("cpu").eval()
-        figures |= {"loss_start": result.loss_start, "loss_end": result.loss_end, "fit_seconds": round(result.seconds, 3)}
+        figures |= _train(student, model, config, ctx, data)
     module.eval()
     return Result(mark_quantized(student, **{"pass": "qat", "bits": config.bits}), figures)
+
+
+def _no_layers(model: Model, config: QatConfig) -> None:
+    raise UsageError("model", model.name, "has no Conv2d or Linear layer (reaching its output) to quantize"
+                     + (f" outside --ignore {list(config.ignore)}" if config.ignore else ""))
+
+
+def _train(student: Model, model: Model, config: QatConfig, ctx: Context, data) -> dict:
+    """KD-QAT through the one fit loop: with intervention, a first phase with the teacher's tensors
+    swapped in, then the rest of the steps without (the schedule restarting, as the paper's code)."""
+    from dataclasses import replace
+
+    from torch import nn
+
+    from compress.distill.losses import KDLoss, KDWeights
+    from compress.quant.intervention import Intervened
+    from compress.train import FitConfig, fit
+
+    module = student.module
+    module.requires_grad_(True)
+    # KD-QAT fits a copy that starts within a fraction of a percent of the teacher: dropout's noise
+    # (0.1 in BERT) is far larger than the quantization error it learns from (benchmarks/README.md).
+    for dropout in (m for m in module.modules() if isinstance(m, nn.Dropout)):
+        dropout.p = 0.0
+    loss = KDLoss(ctx.teacher.module, module, task=model.task, temperature=config.temperature,
+                  weights=KDWeights(kl=1.0, hidden=config.hidden), example_inputs=model.example_inputs)
+    first = 0
+    if config.intervention != "none":
+        first = config.intervention_steps or max(1, config.steps // 4)
+    # Each phase is its own fit, so the intervention phase keeps its own checkpoint file.
+    ti_checkpointing = None
+    if ctx.checkpointing is not None:
+        path = ctx.checkpointing.path
+        ti_checkpointing = replace(ctx.checkpointing, path=path.with_name(f"{path.stem}.intervention{path.suffix}"))
+    phases = [(first, Intervened(loss, ctx.teacher.module, config.intervention, first), ti_checkpointing),
+              (config.steps - first, loss, ctx.checkpointing)]
+    figures: dict = {"intervention_steps": first}
+    seconds = 0.0
+    for steps, phase_loss, checkpointing in (phase for phase in phases if phase[0] > 0):
+        fit_config = FitConfig(steps=steps, lr=config.lr, batch_size=config.batch_size,
+                               warmup_steps=min(20, steps), eval_every=max(1, steps // 4))
+        result = fit(module, phase_loss, data, fit_config, log=ctx.log, seed=ctx.seed, device=ctx.device,
+                     checkpointing=checkpointing)
+        seconds += result.seconds
+        figures.setdefault("loss_start", result.loss_start)
+        figures["loss_end"] = result.loss_end
+    module.to("cpu").eval()
+    return figures | {"fit_seconds": round(seconds, 3)}

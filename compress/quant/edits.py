@@ -1,7 +1,8 @@
 """The structural edits QAT records, and their replay when a saved model is loaded (compress.edits).
 
 - "fold_bn": {"pairs": [[conv, bn], ...]}: each BatchNorm folded into its conv (Identity left).
-- "fake_quant": {"bits", "layers", "shared", "signed"}: Conv/Linear layers wrapped with LSQ quantizers.
+- "fake_quant": {"bits", "layers", "shared", "signed", "activations"}: Conv/Linear layers wrapped with
+  LSQ quantizers; "activations" "dynamic" (text encoders) or "static" (absent in older saves).
 The replay rebuilds the structure only; the saved weights and steps are loaded afterwards.
 """
 
@@ -25,5 +26,5 @@ def fold_bn(model: Model, edit: dict[str, Any]) -> Model:
 def fake_quant(model: Model, edit: dict[str, Any]) -> Model:
     from compress.quant.fake import wrap
 
-    wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"])
+    wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"], edit.get("activations", "static"))
     return model

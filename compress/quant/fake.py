@@ -5,7 +5,10 @@ Weights: symmetric, one step per output channel, integers in [-Q, Q] with Q = 2^
 8 bits: onnxruntime's symmetric int8 range, so the learned grid exports exactly); ternary is the
 b = 2 grid {-1, 0, 1} with its step initialised as in TWN (Li et al. 2016). Activations: one step
 per tensor, 8 bits, [0, 255] for non-negative inputs (after ReLU) and [-128, 127] otherwise; both
-export as uint8 (zero point 0 or 128), the fast U8S8 path of onnxruntime.
+export as uint8 (zero point 0 or 128), the fast U8S8 path of onnxruntime. Text encoders quantize
+their activations dynamically instead (`DynamicQuantizer`): one uint8 range per tensor per call, as
+onnxruntime's DynamicQuantizeLinear computes it, the faster and more faithful route for them
+(benchmarks/README.md, "MiniLM").
 
 Forward: x_hat = round(clamp(x / s, -Q_N, Q_P)) * s, with the straight-through estimator for the
 rounding and the LSQ gradient scale g = 1 / sqrt(N * Q_P) on s (N: elements per step).
@@ -65,12 +68,27 @@ class LsqQuantizer(nn.Module):
         return torch.clamp(torch.round(x / step), -self.q_n, self.q_p) * step
 
 
+class DynamicQuantizer(nn.Module):
+    """onnxruntime's DynamicQuantizeLinear, simulated: per tensor and per call, uint8 with the range
+    [min(x, 0), max(x, 0)] -> scale = range / 255, zero point round(-min / scale); the rounding
+    passes gradients straight through (every value is inside its own range). No parameter learns:
+    the range is the tensor's own at inference too."""
+
+    q_n, q_p = 0, 255
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low, high = x.detach().min().clamp(max=0), x.detach().max().clamp(min=0)
+        scale = ((high - low) / 255).clamp(min=1e-12)
+        zero = torch.round(-low / scale)
+        return (torch.clamp(_round_ste(x / scale) + zero, 0, 255) - zero) * scale
+
+
 class QuantLayer(nn.Module):
     """A Conv or Linear layer whose input and weight are fake-quantized. `inner` keeps the float
     layer (its weight is what trains); `input_quant` may be shared with the other layers that read
     the same tensor, as onnxruntime gives a tensor one scale."""
 
-    def __init__(self, inner: nn.Conv2d | nn.Linear, bits: str, input_quant: LsqQuantizer) -> None:
+    def __init__(self, inner: nn.Conv2d | nn.Linear, bits: str, input_quant: LsqQuantizer | DynamicQuantizer) -> None:
         super().__init__()
         self.inner = inner
         self.weight_quant = LsqQuantizer(*weight_levels(bits), channels=inner.weight.shape[0])
@@ -91,14 +109,16 @@ def quant_layers(module: nn.Module) -> dict[str, QuantLayer]:
     return {name: m for name, m in module.named_modules() if isinstance(m, QuantLayer)}
 
 
-def wrap(module: nn.Module, layers: Iterable[str], bits: str, shared: dict[str, str], signed: dict[str, bool]) -> nn.Module:
+def wrap(module: nn.Module, layers: Iterable[str], bits: str, shared: dict[str, str], signed: dict[str, bool],
+         activations: str = "static") -> nn.Module:
     """Replace each named layer by a QuantLayer (in place). `shared[name]` names the layer whose
-    input quantizer this one reuses; `signed[name]` chooses the activation grid."""
-    quantizers: dict[str, LsqQuantizer] = {}
+    input quantizer this one reuses; `signed[name]` chooses the activation grid; `activations`
+    "dynamic" gives every layer a `DynamicQuantizer` instead of a learned step."""
+    quantizers: dict[str, LsqQuantizer | DynamicQuantizer] = {}
     for name in layers:
         owner = shared.get(name, name)
         if owner not in quantizers:
-            quantizers[owner] = LsqQuantizer(*activation_levels(signed[owner]))
+            quantizers[owner] = DynamicQuantizer() if activations == "dynamic" else LsqQuantizer(*activation_levels(signed[owner]))
         parent, _, attr = name.rpartition(".")
         holder = module.get_submodule(parent) if parent else module
         setattr(holder, attr, QuantLayer(getattr(holder, attr), bits, quantizers[owner]))

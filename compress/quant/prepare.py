@@ -21,6 +21,31 @@ def quantizable(module: nn.Module, ignore: Sequence[str] = ()) -> list[str]:
             if isinstance(m, QUANTIZABLE) and not any(fnmatch.fnmatchcase(name, g) for g in ignore)]
 
 
+def reaching_output(module: nn.Module, layers: list[str], example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
+    """The layers whose output reaches the model's output (found by autograd on one example
+    forward): BERT's pooler under a sentence encoder runs but is not exported, so it has no node
+    to carry its scales and is left float."""
+    if not layers:
+        return []
+    marks = {name: torch.zeros((), requires_grad=True) for name in layers}
+
+    def mark(name: str):
+        return lambda _m, _args, out: out + marks[name] if isinstance(out, torch.Tensor) else out
+
+    handles = [module.get_submodule(name).register_forward_hook(mark(name)) for name in layers]
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.enable_grad():
+            output = module(*example_inputs)
+            grads = torch.autograd.grad(output.float().sum(), list(marks.values()), allow_unused=True)
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return [name for name, grad in zip(layers, grads) if grad is not None]
+
+
 @torch.no_grad()
 def probe(module: nn.Module, layers: list[str], batches: list[Dataset]) -> tuple[dict[str, str], dict[str, bool], dict[str, torch.Tensor]]:
     """Run calibration batches through `module`: which layers read the same tensor as an earlier
@@ -68,7 +93,8 @@ def init_steps(module: nn.Module, samples: dict[str, torch.Tensor], method: Init
         values = samples[name]
         if values.numel() > MSE_SAMPLE:
             values = values[torch.randint(values.numel(), (MSE_SAMPLE,), generator=generator)]
-        layer.input_quant.step.copy_(_best_step(values, layer.input_quant, method).view(1))
+        if isinstance(layer.input_quant, LsqQuantizer):  # dynamic inputs have no step to start
+            layer.input_quant.step.copy_(_best_step(values, layer.input_quant, method).view(1))
 
 
 def _twn_step(weight: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,7 @@ from compress.errors import RunFailed
 from compress.model import Model
 from compress.onnx.export import export_onnx
 from compress.quant.calibration import DatasetReader
-from compress.quant.fake import QuantLayer, quant_layers
+from compress.quant.fake import DynamicQuantizer, QuantLayer, quant_layers
 from compress.quant.ort import has_integer_inputs, op_summary, quiet
 
 
@@ -55,60 +55,110 @@ def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
 def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dataset | None = None) -> QuantizedExport:
     """With `calibration` (the data QAT trained on), a graph with float inputs also gets Q/DQ on
     the operators between the layers (residual Adds, pooling), ranged on that data, so onnxruntime
-    runs them in int8 as PTQ does; without it only the layers' inputs and weights are quantized."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
+    runs them in int8 as PTQ does; without it only the layers' inputs and weights are quantized.
+    A model with dynamic activations (text encoders) goes through onnxruntime's dynamic quantizer
+    instead: its learned weight steps as overrides, activation ranges computed per call."""
     twin, layers = float_twin(model)
+    dynamic = any(isinstance(layer.input_quant, DynamicQuantizer) for layer in layers.values())
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".qat.") as scratch:
         exported = export_onnx(twin, Path(scratch) / "float.onnx", opset)
         graph = onnx.load(str(exported.path)).graph
-        overrides, nodes = _overrides(graph, layers)
-        whole_graph = calibration is not None and not has_integer_inputs(graph)
-        data = calibration if whole_graph else Dataset("example inputs", model.example_inputs)
-        reader = DatasetReader(data, [i.name for i in graph.input], 32)
+        overrides, nodes = _overrides(graph, layers, dynamic)
         with atomic_path(path) as tmp, quiet():
             try:
-                quantize_static(
-                    str(exported.path), str(tmp), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=None if whole_graph else nodes,
-                    op_types_to_quantize=None if whole_graph else ["Conv", "Gemm", "MatMul"], calibrate_method=CalibrationMethod.MinMax,
-                    extra_options={"TensorQuantOverrides": overrides, "WeightSymmetric": True},
-                )  # fmt: skip
+                if dynamic:
+                    _quantize_dynamic(exported.path, tmp, overrides, nodes)
+                else:
+                    _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration)
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
-                raise RunFailed(f"onnxruntime could not place Q/DQ with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+                raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             quantized, kept = op_summary(onnx.load(str(tmp)).graph)
     return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept)
 
 
-def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> tuple[dict[str, list[dict]], list[str]]:
-    """TensorQuantOverrides keyed by ONNX value names, found through each layer's weight initializer."""
+def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrides: dict, nodes: list[str],
+                     model: Model, calibration: Dataset | None) -> None:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    whole_graph = calibration is not None and not has_integer_inputs(graph)
+    data = calibration if whole_graph else Dataset("example inputs", model.example_inputs)
+    reader = DatasetReader(data, [i.name for i in graph.input], 32)
+    quantize_static(
+        str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=None if whole_graph else nodes,
+        op_types_to_quantize=None if whole_graph else ["Conv", "Gemm", "MatMul"], calibrate_method=CalibrationMethod.MinMax,
+        extra_options={"TensorQuantOverrides": overrides, "WeightSymmetric": True},
+    )  # fmt: skip
+
+
+def _quantize_dynamic(source: Path, target: Path, overrides: dict, nodes: list[str]) -> None:
+    """Only the quantized layers' MatMuls, as `ptq`'s dynamic mode does (the attention-score
+    MatMuls, Softmax and LayerNorm stay float; the embedding table too: QAT did not train it on a
+    grid)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
+                     op_types_to_quantize=["MatMul", "Gemm"], extra_options={"TensorQuantOverrides": overrides})
+
+
+def _weight_nodes(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> dict[str, tuple[onnx.NodeProto, str, int]]:
+    """Each layer's (node, weight value name, channel axis) in the graph. Conv and Gemm read the
+    torch weight by its name (channels on axis 0); a Linear on 3-D inputs becomes MatMul with a
+    transposed copy of the weight under a generated name ([in, out]: channels on axis 1), found by
+    the bias the following Add reads (`<layer>.bias`), or by its values when there is no bias."""
+    initializers = {i.name: i for i in graph.initializer}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    found = {}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul" and len(n.input) > 1 and n.input[1] in initializers]
+    for name, layer in layers.items():
+        direct = [n for n in consumers.get(f"{name}.weight", []) if n.op_type in ("Conv", "Gemm") and n.input[1] == f"{name}.weight"]
+        if direct:
+            found[name] = (direct[0], f"{name}.weight", 0)
+            continue
+        by_bias = [n for n in matmuls if any(c.op_type == "Add" and f"{name}.bias" in c.input for c in consumers.get(n.output[0], []))]
+        if not by_bias:
+            transposed = layer.inner.weight.detach().t().contiguous().numpy()
+            by_bias = [n for n in matmuls if _equal(initializers[n.input[1]], transposed)]
+        if by_bias:
+            found[name] = (by_bias[0], by_bias[0].input[1], 1)
+    return found
+
+
+def _equal(initializer: onnx.TensorProto, values: np.ndarray) -> bool:
+    if tuple(initializer.dims) != values.shape:
+        return False
+    return bool(np.array_equal(onnx.numpy_helper.to_array(initializer), values))
+
+
+def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer], dynamic: bool) -> tuple[dict[str, list[dict]], list[str]]:
+    """TensorQuantOverrides keyed by ONNX value names: the learned weight steps per channel, and
+    (static activations) the learned input step as a uint8 scale."""
     from onnxruntime.quantization import QuantType
 
-    by_weight = {n.input[1]: n for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1}
+    placed = _weight_nodes(graph, layers)
+    missing = [name for name in layers if name not in placed]
+    if missing:
+        raise RunFailed(f"the exported graph has no Conv/Gemm/MatMul reading the weights of {', '.join(missing[:3])}; "
+                        "their learned scales cannot be placed")
     overrides: dict[str, list[dict]] = {}
-    nodes = []
-    missing = []
-    for name, layer in layers.items():
-        node = by_weight.get(f"{name}.weight")
-        if node is None:
-            missing.append(name)
-            continue
-        nodes.append(node.name)
+    for name, (node, weight, axis) in placed.items():
+        layer = layers[name]
         act = layer.input_quant
-        overrides[node.input[0]] = [{
-            "quant_type": QuantType.QUInt8,
-            "scale": np.array(float(act.step.detach()), dtype=np.float32),
-            "zero_point": np.array(128 if act.q_n else 0, dtype=np.uint8),
-        }]
+        if not dynamic:
+            overrides[node.input[0]] = [{
+                "quant_type": QuantType.QUInt8,
+                "scale": np.array(float(act.step.detach()), dtype=np.float32),
+                "zero_point": np.array(128 if act.q_n else 0, dtype=np.uint8),
+            }]
         steps = layer.weight_quant.step.detach().numpy().astype(np.float32)
-        overrides[node.input[1]] = [
-            {"axis": 0, "quant_type": QuantType.QInt8, "scale": np.array(steps[0]), "zero_point": np.array(0, dtype=np.int8)},
+        overrides[weight] = [
+            {"axis": axis, "quant_type": QuantType.QInt8, "scale": np.array(steps[0]), "zero_point": np.array(0, dtype=np.int8)},
             *({"scale": np.array(s), "zero_point": np.array(0, dtype=np.int8)} for s in steps[1:]),
         ]
-    if missing:
-        raise RunFailed(f"the exported graph has no Conv/Gemm reading the weights of {', '.join(missing[:3])}; "
-                        "their learned scales cannot be placed (a Linear on 3-D inputs exports as MatMul with a transposed weight)")
-    return overrides, nodes
+    return overrides, [node.name for node, _, _ in placed.values()]
 
 
 # The issue's bar for the exported graph against the fake-quant torch model it came from.
