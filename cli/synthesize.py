@@ -1,5 +1,5 @@
 """`compress synthesize --model M --out DIR`: the `synthesize` pass on its own, writing the synthetic
-set (`synthetic.safetensors`) and its pictures into DIR; a later run reuses it with
+set (`synthetic.safetensors`) and its pictures (or decoded sample sequences) into DIR; a later run reuses it with
 `synthesize --set-file DIR/synthetic.safetensors` (or finds it in the cache)."""
 
 from __future__ import annotations
@@ -23,29 +23,30 @@ PER_LAYER = ("bn_layers", "bn_mean_error_before", "bn_mean_error_after", "bn_var
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON instead of a table.")
 @model_options
 def synthesize_command(model_spec, out, seed, as_json, weights, input_shapes, seq_len, task, trust_pickle, **options) -> None:
-    """Invert a BatchNorm classifier into a synthetic input set for data-free distillation."""
+    """Make a synthetic input set for data-free distillation: BN inversion of a BatchNorm classifier,
+    or token sequences for a text encoder."""
     from compress.atomic import ensure_writable_dir
     from compress.config import build_config
-    from compress.distill.settings import InversionSettings
-    from compress.distill.synthesis import make_set, set_artifacts
+    from compress.passes.synthesize import make_synthetic
 
     config = build_config(SynthesizeConfig, given(options), "synthesize")
     out = ensure_writable_dir(out)
     teacher = load_model(model_spec, weights, input_shapes, seq_len, task, trust_pickle)
-    settings = InversionSettings(**config.model_dump(exclude={"set_file"}))
-    made = make_set(teacher, settings, out, set_file=config.set_file, seed=seed, log=progress_logger())
-    files = {name: str(path) for name, path in set_artifacts(out).items()}
+    made, artifacts = make_synthetic(teacher, config, out, seed=seed, log=progress_logger())
+    files = {name: str(path) for name, path in artifacts.items()}
     if as_json:
         echo_json({"figures": made.figures, "teacher_sha256": made.teacher_sha256, "seed": made.seed,
                    "settings": made.settings, "files": files})
         return
     figures = made.figures
     rows = [[k, v] for k, v in figures.items() if k not in PER_LAYER]
-    rows += [["worst layer mean error", max(figures["bn_mean_error_after"], default=None)],
-             ["worst layer var error", max(figures["bn_var_error_after"], default=None)]]
+    if "bn_mean_error_after" in figures:  # BN inversion; token sequences have no BN layers
+        rows += [["worst layer mean error", max(figures["bn_mean_error_after"], default=None)],
+                 ["worst layer var error", max(figures["bn_var_error_after"], default=None)]]
     console = stdout()
     console.print(table(f"compress synthesize: {teacher.name} -> {Path(files['synthetic'])}", ["figure", "value"], [[k, fmt(v)] for k, v in rows]))
-    console.print(f"samples: {files['synthetic_samples']}; BN-statistics error per layer and class coverage: {files['synthetic_bn']}")
+    console.print(f"samples: {files['synthetic_samples']}"
+                  + (f"; BN-statistics error per layer and class coverage: {files['synthetic_bn']}" if "synthetic_bn" in files else ""))
 
 
 synthesize_command.params.extend(config_options(SynthesizeConfig))

@@ -54,3 +54,35 @@ def saved_family(name: str, folder) -> tuple:
         return model, Dataset("random images", (torch.randn(3, *model.example_inputs[0].shape[1:], generator=g),))
     ids = torch.randint(5, 100, (3, 16), generator=g)
     return model, Dataset("random ids", (ids, torch.ones_like(ids)))
+
+
+# A WordPiece vocabulary for the tiny text families (vocab_size 100): specials, a placeholder,
+# single characters (the inventory a WordPiece vocabulary starts with), then words by "frequency".
+TINY_VOCAB = ["[PAD]", "[unused0]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ".", ",", "a", "b", "c"] + [
+    "the", "of", "and", "to", "in", "is", "for", "it", "on", "with", "as", "be", "this", "that", "by", "from", "or", "an",
+    "are", "at", "not", "can", "will", "if", "which", "has", "all", "one", "but", "new", "value", "return", "file", "name",
+    "list", "data", "object", "string", "number", "type", "default", "function", "class", "module", "path", "set", "key",
+    "error", "time", "line", "call", "method", "given", "first", "each", "when", "used", "use", "only", "its", "any",
+    "may", "more", "also", "into", "than", "other", "same", "where", "then", "some", "these", "there", "##s", "##ed",
+    "##ing", "##er", "##ly", "##al", "##es", "##ion", "##ic", "##ity", "##able", "##ment", "##ness", "##ize", "##ful", "##less",
+]
+
+
+def saved_text_family(folder) -> tuple:
+    """The tiny BERT saved with a WordPiece tokenizer of `TINY_VOCAB`, loaded by compress as a
+    text encoder (sequence length 16), and the tokenizer's ids of a few sentences as a Dataset."""
+    from transformers import BertTokenizer
+
+    from compress.data.specs import Dataset
+    from compress.loading.checkpoint import load
+    from compress.loading.hf import tokenize
+
+    assert len(TINY_VOCAB) == HF_CASES["bert"][1].vocab_size
+    cls, config = HF_CASES["bert"]
+    torch.manual_seed(0)
+    path = folder / "bert_text"
+    cls(config).eval().save_pretrained(path)
+    BertTokenizer(vocab={token: i for i, token in enumerate(TINY_VOCAB)}).save_pretrained(path)
+    model = load(str(path), seq_len=16)
+    sentences = ["the value of the file is returned.", "each list has a name and a type.", "it can be used with any object."]
+    return model, Dataset("sentences", tokenize(model.tokenizer, sentences, 16), mask_input=1)

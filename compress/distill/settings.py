@@ -1,9 +1,12 @@
-"""The settings of BN inversion, kept apart from the mechanics (compress/distill/synthetic.py) so
-the PASSES table can read them without importing torch."""
+"""The settings of BN inversion and of text synthesis, kept apart from the mechanics
+(compress/distill/synthetic.py, compress/distill/text_synthesis.py) so the PASSES table can read
+them without importing torch."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from compress.config import StrictConfig
 
@@ -24,3 +27,24 @@ class InversionSettings(StrictConfig):
     jitter_px: int = Field(2, ge=0, le=64, description="random roll of the inputs by up to this many pixels each step")
     flip: bool = Field(False, description="random horizontal flips each step (off for digits and text-like images, whose mirror image is not in the data)")
     downsample: int = Field(4, ge=1, le=16, description="optimise the inputs at 1/downsample of the resolution and upsample them bilinearly (fewer free pixels: smooth inputs in fewer steps; 1 is plain DeepInversion)")
+
+
+TextMethod = Literal["random", "vocab-rank", "diverse"]
+
+
+class TextSynthesisSettings(StrictConfig):
+    """How a synthetic set of token sequences is made for a text encoder (no BatchNorm to invert);
+    every field changes the sequences, so all of them key the cache."""
+
+    sequences: int = Field(1024, ge=2, le=1_000_000, description="text encoders: number of synthetic token sequences to make")
+    text_method: TextMethod = Field("vocab-rank", description="text encoders: random (tokens drawn uniformly from the vocabulary), vocab-rank (Zipf's law over the tokenizer's vocabulary order, which follows token frequency) or diverse (vocab-rank candidates, the set the teacher embeds most diversely)")
+    min_tokens: int = Field(8, ge=1, le=8192, description="text encoders: shortest sequence, special tokens included")
+    max_tokens: int = Field(48, ge=1, le=8192, description="text encoders: longest sequence, special tokens included (capped at the model's sequence length); lengths are uniform in between, the rest is padding")
+    zipf_exponent: float = Field(1.0, gt=0, le=4, description="text encoders: vocab-rank draws the token of rank r with probability proportional to 1 / (r + 1)^exponent")
+    pool: int = Field(4, ge=1, le=64, description="text encoders: diverse draws this many candidates per kept sequence")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> TextSynthesisSettings:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens {self.min_tokens} is above max_tokens {self.max_tokens}; make min_tokens <= max_tokens")
+        return self

@@ -45,7 +45,7 @@ def make_set(
     teacher_sha = state_sha256(teacher.module)
     if set_file is not None:
         made = read_set(set_file, teacher_sha)
-        log(f"synthesize: using {len(made.images)} inputs from {set_file}")
+        log(f"synthesize: using {len(made.inputs[0])} inputs from {set_file}")
         made = SyntheticSet(**{**made.__dict__, "figures": {**made.figures, "reused": True}})
     else:
         made = _cached_or_new(teacher, settings, input_shape, teacher_sha, seed, log, student)
@@ -58,8 +58,8 @@ def image_input_shape(teacher: Model) -> tuple[int, ...]:
     """The teacher's one input as (channels, height, width); BN inversion needs BatchNorm layers
     and an image input, so anything else is refused here, before any work."""
     if not has_batchnorm(teacher.module):
-        raise UsageError("synthesize", teacher.name, "BN inversion needs BatchNorm layers and this model has none; "
-                         "distill from real data instead (distill --data digits:train, or --data text:train for a text model)")
+        raise UsageError("synthesize", teacher.name, "BN inversion needs BatchNorm layers and this model has none, and it is not a text "
+                         "encoder (input_ids, attention_mask) for token sequences; distill from real data instead (distill --data images:DIR or tensors:FILE)")
     inputs = teacher.example_inputs
     if len(inputs) != 1 or inputs[0].dim() != 4 or not inputs[0].is_floating_point():
         shapes = ", ".join(f"{tuple(x.shape)} {x.dtype}" for x in inputs)
@@ -75,13 +75,13 @@ def _cached_or_new(teacher, settings, input_shape, teacher_sha, seed, log, stude
     key = cache_key(teacher_sha, seed, dumped, input_shape)
     hit = cached(key, teacher_sha)
     if hit is not None and student is None:
-        log(f"synthesize: reusing cached set {key} ({len(hit.images)} inputs)")
+        log(f"synthesize: reusing cached set {key} ({len(hit.inputs[0])} inputs)")
         return SyntheticSet(**{**hit.__dict__, "figures": {**hit.figures, "reused": True}})
     log(f"synthesize: inverting {teacher.name} into {settings.images} inputs of shape {list(input_shape)}")
     started = time.perf_counter()
     inverted = invert(teacher.module, input_shape, settings, seed=seed, student=student, log=log)
     seconds = time.perf_counter() - started
-    made = SyntheticSet(inverted.images, inverted.targets, teacher_sha, seed, dumped, input_shape,
+    made = SyntheticSet((inverted.images,), inverted.targets, teacher_sha, seed, dumped, input_shape,
                         _figures(inverted, teacher.module, seconds))
     # A set shaped by ADI depends on the student too, which the key does not hold: not cached.
     if student is None:
@@ -119,8 +119,8 @@ def _figures(inverted, teacher: nn.Module, seconds: float) -> dict:
 
 def _plots(made: SyntheticSet, teacher: Model, run_dir: Path) -> None:
     with torch.no_grad():
-        predicted = torch.cat([teacher.module.eval()(chunk) for chunk in made.images.split(256)]).argmax(dim=1)
-    sample_grid(made.images, predicted, run_dir / SAMPLES_PNG)
+        predicted = torch.cat([teacher.module.eval()(chunk) for chunk in made.inputs[0].split(256)]).argmax(dim=1)
+    sample_grid(made.inputs[0], predicted, run_dir / SAMPLES_PNG)
     figures = made.figures
     errors = {label: figures[key] for label, key in (("mean, noise", "bn_mean_error_before"), ("var, noise", "bn_var_error_before"),
                                                      ("mean, synthetic", "bn_mean_error_after"), ("var, synthetic", "bn_var_error_after"))}

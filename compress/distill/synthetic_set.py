@@ -1,4 +1,5 @@
-"""A synthetic set on disk: one safetensors file with the inputs, the sampled classes and the
+"""A synthetic set on disk: one safetensors file with the inputs (images, or token ids and their
+attention mask), the sampled classes where there are any, and the
 metadata that makes it reusable and checkable (the teacher's weight sha256, the seed, the settings,
 the input shape and what its making measured).
 
@@ -30,14 +31,15 @@ SET_FILE = "synthetic.safetensors"
 
 @dataclass(frozen=True)
 class SyntheticSet:
-    images: torch.Tensor
-    targets: torch.Tensor
+    inputs: tuple[torch.Tensor, ...]  # in the teacher's input order, named by `input_names`
+    targets: torch.Tensor | None  # the sampled classes (BN inversion); None for token sequences
     teacher_sha256: str
     seed: int
     settings: dict[str, Any]
     input_shape: tuple[int, ...]
     # What making it measured (BN-statistics errors, class coverage, seconds): JSON-able.
     figures: dict[str, Any]
+    input_names: tuple[str, ...] = ("images",)
 
     @property
     def key(self) -> str:
@@ -63,6 +65,7 @@ def cache_dir() -> Path:
 def write_set(synthetic: SyntheticSet, path: str | os.PathLike) -> Path:
     metadata = {
         "format": SET_FORMAT,
+        "inputs": json.dumps(list(synthetic.input_names)),
         "version": str(SET_VERSION),
         "teacher_sha256": synthetic.teacher_sha256,
         "seed": str(synthetic.seed),
@@ -70,7 +73,11 @@ def write_set(synthetic: SyntheticSet, path: str | os.PathLike) -> Path:
         "input_shape": json.dumps(list(synthetic.input_shape)),
         "figures": json.dumps(synthetic.figures, sort_keys=True),
     }
-    tensors = {"images": synthetic.images.detach().float().contiguous(), "targets": synthetic.targets.long().contiguous()}
+    # Images are stored as float32, token ids and masks as they are (int64).
+    tensors = {name: (x.detach().float() if x.is_floating_point() else x.detach()).contiguous()
+               for name, x in zip(synthetic.input_names, synthetic.inputs, strict=True)}
+    if synthetic.targets is not None:
+        tensors["targets"] = synthetic.targets.long().contiguous()
     # Bytes through write_bytes: safetensors' own file writer leaves the file 0600.
     return write_bytes(path, save(tensors, metadata=metadata))
 
@@ -84,7 +91,9 @@ def read_set(path: str | os.PathLike, teacher_sha256: str | None = None) -> Synt
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except (OSError, SafetensorError) as exc:
         raise UsageError("synthetic set", path, f"cannot be read ({exc}); synthesize it again") from exc
-    if metadata.get("format") != SET_FORMAT or "images" not in tensors or "targets" not in tensors:
+    # Sets written before text sets existed name no inputs: they hold images.
+    names = tuple(json.loads(metadata.get("inputs", '["images"]')))
+    if metadata.get("format") != SET_FORMAT or not all(name in tensors for name in names):
         raise UsageError("synthetic set", path, "is not a compress synthetic set (no format metadata); make one with `compress synthesize`")
     if metadata.get("version") != str(SET_VERSION):
         raise UsageError("synthetic set version", metadata.get("version"), f"this compress reads version {SET_VERSION}; synthesize it again")
@@ -93,13 +102,14 @@ def read_set(path: str | os.PathLike, teacher_sha256: str | None = None) -> Synt
         raise UsageError("synthetic set", path, f"hash mismatch: made from teacher sha256 {made_from[:12]}, not this teacher's "
                          f"{teacher_sha256[:12]}; synthesize a set from this teacher")
     return SyntheticSet(
-        images=tensors["images"],
-        targets=tensors["targets"],
+        inputs=tuple(tensors[name] for name in names),
+        targets=tensors.get("targets"),
         teacher_sha256=made_from,
         seed=int(metadata["seed"]),
         settings=json.loads(metadata["settings"]),
         input_shape=tuple(json.loads(metadata["input_shape"])),
         figures=json.loads(metadata.get("figures", "{}")),
+        input_names=names,
     )
 
 

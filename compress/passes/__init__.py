@@ -51,9 +51,9 @@ class Pass(NamedTuple):
 PASSES: dict[str, Pass] = {
     "prune": Pass(PruneConfig, prune, "Structured pruning that removes channels (CNNs) or attention heads and FFN neurons (Transformers), to a ratio or a MACs / params / latency budget.",
                   needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
-    "synthesize": Pass(SynthesizeConfig, synthesize, "Invert the teacher's BatchNorm statistics into a synthetic input set (cached) for data-free distill.",
+    "synthesize": Pass(SynthesizeConfig, synthesize, "Make a synthetic input set (cached) for data-free distill: BatchNorm-statistics inversion into images, or token sequences for text encoders.",
                        needs=frozenset(), gives=frozenset(), changes="nothing"),
-    "distill": Pass(DistillConfig, distill, "Recover quality by knowledge distillation from the original on --data (logit KL, labels, Transformer hidden states), keeping the best held-out state.",
+    "distill": Pass(DistillConfig, distill, "Recover quality by knowledge distillation from the original on --data (logit KL, labels, Transformer hidden states, MiniLM attention / value relations, attention outputs, RKD), keeping the best held-out state.",
                     needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
     "export": Pass(ExportConfig, export, "Export ONNX (opset >= 17, dynamic batch), check it, and fail if onnxruntime differs from torch.",
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),

@@ -10,7 +10,7 @@ data the run reports quality on picks nothing. The KD curve is saved as `kd_curv
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
 
@@ -32,6 +32,10 @@ CNN_LR = 2e-3
 TRANSFORMER_LR = 5e-4
 
 
+# The weights of the attention and relational terms (compress.distill.losses), by config field.
+LOSS_WEIGHTS = ("attention", "value_relation", "attention_output", "rkd_distance", "rkd_angle")
+
+
 class DistillConfig(StrictConfig):
     data: str | None = Field(None, description="training data: `synthetic` (data-free: the set of an earlier synthesize step, else one made now with synthesize's defaults) or a spec such as digits:train or text:train (never the held-out data); default synthetic")
     steps: int = Field(150, ge=1, le=1_000_000, description="optimizer steps")
@@ -44,6 +48,13 @@ class DistillConfig(StrictConfig):
     kl: float = Field(1.0, ge=0, description="weight of the output term: logit KL x T^2 for classifiers, 1 - cosine of the embeddings for encoders")
     ce: float = Field(0.0, ge=0, description="weight of cross-entropy on the data's labels (classifiers; ignored without labels)")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE (student layer i to teacher layer i*L_t/L_s; a learned projection where widths differ)")
+    attention: float = Field(0.0, ge=0, description="weight of MiniLM's attention-map KL: softmax(QK^T / sqrt(d)) of student vs teacher over the real tokens (Transformer encoders)")
+    value_relation: float = Field(0.0, ge=0, description="weight of MiniLM's value-relation KL: softmax(VV^T / sqrt(d)) of student vs teacher (Transformer encoders)")
+    attention_output: float = Field(0.0, ge=0, description="weight of the MSE between the attention blocks' outputs over the real tokens (Transformer encoders; equal hidden widths)")
+    relation_layers: Literal["last", "map"] = Field("last", description="layers the attention terms read: the last student and teacher layers (MiniLM), or every student layer i to teacher layer i*L_t/L_s")
+    relation_heads: int | None = Field(None, ge=1, le=1024, description="MiniLMv2 relation heads: concatenate each layer's heads and re-split into this many (must divide the query widths); default: the models' own heads, averaged over heads when the counts differ")
+    rkd_distance: float = Field(0.0, ge=0, description="weight of RKD's distance term: Huber loss between the batch's normalised pairwise output distances (mdistiller uses 25)")
+    rkd_angle: float = Field(0.0, ge=0, description="weight of RKD's angle term: Huber loss between the angles of output triplets (mdistiller uses 50)")
     eval_every: int = Field(50, ge=0, description="steps between validation evaluations and progress lines; the best validation state is kept (0: no evaluation, the last state is kept)")
     validation_fraction: float = Field(0.1, ge=0, lt=1, description="share of the training data held aside, never trained on, to pick the best state by fidelity to the original (the held-out data quality is reported on never picks anything); 0: train on all of it and keep the last state")
     shift_px: float | None = Field(None, ge=0, le=64, description="images: random sub-pixel shift of each training input by up to this many pixels (default: 2 on synthetic data, 0 on real data)")
@@ -53,8 +64,9 @@ class DistillConfig(StrictConfig):
 
     @model_validator(mode="after")
     def _consistent(self) -> DistillConfig:
-        if self.kl == self.ce == self.hidden == 0:
-            raise ValueError("the loss weights kl, ce and hidden are all 0; give at least one a positive weight")
+        weights = ("kl", "ce", "hidden", *LOSS_WEIGHTS)
+        if not any(getattr(self, name) > 0 for name in weights):
+            raise ValueError(f"the loss weights {', '.join(weights)} are all 0; give at least one a positive weight")
         return self
 
 
@@ -72,7 +84,8 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
     loss = KDLoss(
         teacher, student.module, task=model.task, temperature=config.temperature,
-        weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden), example_inputs=model.example_inputs,
+        weights=KDWeights(kl=config.kl, ce=config.ce, hidden=config.hidden, **{name: getattr(config, name) for name in LOSS_WEIGHTS}),
+        example_inputs=model.example_inputs, relation_layers=config.relation_layers, relation_heads=config.relation_heads,
     )
     lr = config.lr or (TRANSFORMER_LR if transformer_layers(student.module) else CNN_LR)
     augmentation = _augmentation(config, model, synthetic=config.data in (None, SYNTHETIC))
@@ -138,7 +151,9 @@ def _augmentation(config: DistillConfig, model: Model, synthetic: bool):
     (benchmarks/README.md)."""
     from compress.distill.augment import ImageAugmentation, check_images
 
-    shift = config.shift_px if config.shift_px is not None else (SYNTHETIC_SHIFT_PX if synthetic else 0.0)
+    images = len(model.example_inputs) == 1 and model.example_inputs[0].dim() == 4 and model.example_inputs[0].is_floating_point()
+    # Token sequences are not shifted: the default shift is for synthetic images only.
+    shift = config.shift_px if config.shift_px is not None else (SYNTHETIC_SHIFT_PX if synthetic and images else 0.0)
     augmentation = ImageAugmentation(shift_px=shift, flip=config.flip, mix=config.mix)
     if augmentation.active:
         check_images(model.example_inputs, "distill augmentation (--shift-px, --flip, --mix)")

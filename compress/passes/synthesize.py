@@ -1,37 +1,68 @@
-"""The `synthesize` pass: invert the teacher's BatchNorm statistics into a synthetic input set
-(compress/distill/synthetic.py), save it with its metadata, and hand it to later steps as the
-`synthetic` data source, so `distill` can train without a single real input.
+"""The `synthesize` pass: make a synthetic input set from the teacher alone, save it with its
+metadata, and hand it to later steps as the `synthetic` data source, so `distill` can train
+without a single real input.
 
-The set is written to the run folder (`synthetic.safetensors`, with `synthetic_samples.png` and
-`synthetic_bn.png`) and kept in a cache keyed by the teacher's weight hash, the seed, the input
-shape and the settings: the same request comes back from the cache at once. A set file given
-with `set_file` is used only when it was made from this teacher.
+- CNNs with BatchNorm: BN-statistics inversion into images (compress/distill/synthetic.py), with
+  `synthetic_samples.png` and `synthetic_bn.png`.
+- Text encoders (input_ids, attention_mask): token sequences drawn from the tokenizer's vocabulary,
+  optionally chosen by the teacher (compress/distill/text_synthesis.py), with
+  `synthetic_samples.txt`.
+
+The set is written to the run folder (`synthetic.safetensors`) and kept in a cache keyed by the
+teacher's weight hash, the seed, the input shape and the settings: the same request comes back
+from the cache at once. A set file given with `set_file` is used only when it was made from this
+teacher. Any other model is refused, proposing real data.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from compress.context import Context, Result
-from compress.distill.settings import InversionSettings
+from compress.distill.settings import InversionSettings, TextSynthesisSettings
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from compress.distill.synthetic_set import SyntheticSet
     from compress.model import Model
 
 
-class SynthesizeConfig(InversionSettings):
+class SynthesizeConfig(TextSynthesisSettings, InversionSettings):  # image fields list first
     set_file: str | None = Field(None, description="use this synthetic set file (from `compress synthesize`) instead of making one; refused if another teacher made it")
 
 
 def synthesize(model: Model, config: SynthesizeConfig, ctx: Context) -> Result:
     from compress.data.specs import Dataset  # torch: imported when the step runs, not with PASSES
-    from compress.distill.synthesis import make_set, set_artifacts
 
-    settings = InversionSettings(**config.model_dump(exclude={"set_file"}))
     # ADI's competition needs the student: the model this step was given.
     student = model.module if config.adi_weight > 0 else None
-    made = make_set(ctx.teacher, settings, ctx.run_dir, set_file=config.set_file, seed=ctx.seed, log=ctx.log, student=student)
-    data = Dataset(f"synthetic ({len(made.images)} inputs from {ctx.teacher.name})", (made.images,))
-    return Result(model, dict(made.figures), set_artifacts(ctx.run_dir), data={"synthetic": data})
+    made, artifacts = make_synthetic(ctx.teacher, config, ctx.run_dir, seed=ctx.seed, log=ctx.log, student=student)
+    names = made.input_names
+    data = Dataset(f"synthetic ({len(made.inputs[0])} inputs from {ctx.teacher.name})", made.inputs,
+                   mask_input=names.index("attention_mask") if "attention_mask" in names else None)
+    return Result(model, dict(made.figures), artifacts, data={"synthetic": data})
+
+
+def make_synthetic(teacher: Model, config: SynthesizeConfig, run_dir: Path, *, seed: int = 0,
+                   log: Callable[[str], None] = lambda _: None, student: nn.Module | None = None) -> tuple[SyntheticSet, dict[str, Path]]:
+    """The set for `teacher` and the files written with it: token sequences for a text encoder,
+    BN inversion otherwise (which refuses a model without BatchNorm). The pass and `compress
+    synthesize` both call this."""
+    from compress.distill.text_synthesis import is_text_encoder
+
+    given = config.model_dump(exclude={"set_file"})
+    if is_text_encoder(teacher):
+        from compress.distill.text_synthesis import make_text_set, text_artifacts
+
+        settings = TextSynthesisSettings(**{k: given[k] for k in TextSynthesisSettings.model_fields})
+        return make_text_set(teacher, settings, run_dir, set_file=config.set_file, seed=seed, log=log), text_artifacts(run_dir)
+    from compress.distill.synthesis import make_set, set_artifacts
+
+    settings = InversionSettings(**{k: given[k] for k in InversionSettings.model_fields})
+    made = make_set(teacher, settings, run_dir, set_file=config.set_file, seed=seed, log=log, student=student)
+    return made, set_artifacts(run_dir)

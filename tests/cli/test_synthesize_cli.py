@@ -1,5 +1,6 @@
-"""`compress synthesize`: writes the set and its pictures; refuses a model without BatchNorm and a
-set made from another teacher with exit 2 and one line."""
+"""`compress synthesize`: writes the set and its pictures (token sequences for a text encoder);
+refuses a model with neither BatchNorm nor text inputs and a set made from another teacher with
+exit 2 and one line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 
 from cli_checks import one_line_error
 from compress.cli.main import cli
+from tiny_families import saved_text_family
 
 FAST = ["--images", "8", "--batch-size", "4", "--steps", "2"]
 
@@ -25,7 +27,7 @@ def test_synthesize_writes_the_set_and_its_pictures(runner, tmp_path):
 
 def test_a_model_without_batchnorm_is_refused_with_exit_2(runner, tmp_path):
     result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn_without_bn", "--out", str(tmp_path / "s"), *FAST])
-    one_line_error(result, 2, "synthesize", "BatchNorm", "real data")
+    one_line_error(result, 2, "synthesize", "BatchNorm", "not a text encoder", "real data")
     assert not (tmp_path / "s" / "synthetic.safetensors").exists()
 
 
@@ -48,3 +50,14 @@ def test_synthesize_runs_as_a_step_of_a_run(runner, tmp_path):
     step = json.loads(result.stdout)["steps"][0]
     assert step["name"] == "synthesize" and step["figures"]["images"] == 8
     assert (tmp_path / "r" / "synthetic.safetensors").is_file() and (tmp_path / "r" / "synthetic_samples.png").is_file()
+
+
+def test_a_text_encoder_gets_token_sequences(runner, tmp_path):
+    model, _ = saved_text_family(tmp_path)
+    result = runner.invoke(cli, ["synthesize", "--model", str(tmp_path / "bert_text"), "--seq-len", "16", "--out", str(tmp_path / "s"),
+                                 "--sequences", "20", "--text-method", "diverse", "--pool", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "teacher_output_cosine_mean" in result.stdout and "synthetic_samples.txt" in result.stdout
+    assert len((tmp_path / "s" / "synthetic_samples.txt").read_text().splitlines()) == 21  # a header and the 20 sequences
+    refused = runner.invoke(cli, ["synthesize", "--model", str(tmp_path / "bert_text"), "--out", str(tmp_path / "t"), "--min-tokens", "30", "--max-tokens", "20"])
+    one_line_error(refused, 2, "min_tokens 30 is above max_tokens 20")

@@ -21,7 +21,7 @@ FAST = InversionSettings(images=12, batch_size=6, steps=3, bn_weight=1.0)
 
 
 def _set(sha: str = "ab" * 32) -> SyntheticSet:
-    return SyntheticSet(torch.randn(5, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4]), sha, 7,
+    return SyntheticSet((torch.randn(5, 1, 8, 8),), torch.tensor([0, 1, 2, 3, 4]), sha, 7,
                         FAST.model_dump(), (1, 8, 8), {"bn_loss_after": 1.5, "class_counts": [1, 1, 1, 1, 1]})
 
 
@@ -29,7 +29,7 @@ def test_a_set_round_trips_with_its_metadata(tmp_path):
     original = _set()
     path = write_set(original, tmp_path / "s.safetensors")
     again = read_set(path, original.teacher_sha256)
-    assert torch.equal(again.images, original.images) and torch.equal(again.targets, original.targets)
+    assert torch.equal(again.inputs[0], original.inputs[0]) and torch.equal(again.targets, original.targets)
     assert (again.teacher_sha256, again.seed, again.settings, again.input_shape, again.figures) == (
         original.teacher_sha256, 7, FAST.model_dump(), (1, 8, 8), original.figures)
     assert again.key == original.key
@@ -61,17 +61,17 @@ def test_the_same_request_comes_from_the_cache(tmp_path):
     first = make_set(teacher, FAST, tmp_path / "a", seed=0)
     second = make_set(teacher, FAST, tmp_path / "b", seed=0)
     assert first.figures["reused"] is False and second.figures["reused"] is True
-    assert torch.equal(first.images, second.images)
+    assert torch.equal(first.inputs[0], second.inputs[0])
     assert (tmp_path / "b" / "synthetic.safetensors").is_file() and (tmp_path / "b" / "synthetic_samples.png").is_file()
     other_seed = make_set(teacher, FAST, tmp_path / "c", seed=1)
-    assert other_seed.figures["reused"] is False and not torch.equal(first.images, other_seed.images)
+    assert other_seed.figures["reused"] is False and not torch.equal(first.inputs[0], other_seed.inputs[0])
 
 
 def test_a_given_set_file_is_used_only_for_its_teacher(tmp_path):
     teacher = load("tiny_models:cnn")
     made = make_set(teacher, FAST, tmp_path / "a", seed=0)
     reused = make_set(teacher, FAST, tmp_path / "b", set_file=str(tmp_path / "a" / "synthetic.safetensors"))
-    assert torch.equal(made.images, reused.images) and reused.figures["reused"]
+    assert torch.equal(made.inputs[0], reused.inputs[0]) and reused.figures["reused"]
     with pytest.raises(UsageError, match="hash mismatch"):
         make_set(load("tiny_models:wide_cnn", input_shapes=((1, 1, 8, 8),)), FAST, tmp_path / "c",
                  set_file=str(tmp_path / "a" / "synthetic.safetensors"))
