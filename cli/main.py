@@ -25,7 +25,7 @@ COMMANDS = {
     "eval": ("compress.cli.eval:eval_command", "Measure MODEL's quality on a data spec, optionally against a reference model."),
     "gate": ("compress.cli.gate:gate", "Check REPORT.json against budgets: the recipe's gates, overridden by flags."),
     "inspect": ("compress.cli.inspect:inspect_command", "Params, MACs, size and the layer table of a model (torch spec or ONNX file)."),
-    "synthesize": ("compress.cli.synthesize:synthesize_command", "Invert a BatchNorm classifier into a synthetic input set for data-free distillation."),
+    "synthesize": ("compress.cli.synthesize:synthesize_command", "Make a synthetic input set for data-free distillation: BN inversion of a BatchNorm classifier, or token sequences for a text encoder."),
     "passes": ("compress.cli.inspect:passes_command", "List the passes and their options (the same names work in recipes and on the command line)."),
 }
 
