@@ -7,12 +7,15 @@ without importing torch, onnx, onnxruntime or matplotlib, which cost seconds on 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import signal
 import sys
+import time
 
 import click
 
+from compress.distributed import launched
 from compress.errors import CompressError
 from compress.threads import apply_torch_threads, default_torch_threads
 
@@ -66,13 +69,22 @@ class CompressGroup(click.Group):
             raise _as_click(exc) from None
 
 
+QUIET_RANK_GRACE_S = 10
+
+
 class ToolError(click.ClickException):
-    def __init__(self, message: str, exit_code: int) -> None:
+    def __init__(self, message: str, exit_code: int, quiet: bool = False) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code, self.quiet = exit_code, quiet
 
     def show(self, file=None) -> None:
-        click.echo(f"compress: {self.message}", err=True)
+        if not self.quiet:
+            click.echo(f"compress: {self.message}", err=True)
+            return
+        # A quiet rank lets rank 0 say it and stop first, so that torchrun (which stops the other
+        # ranks when one fails) names rank 0's exit as the root cause.
+        with contextlib.suppress(KeyboardInterrupt):
+            time.sleep(QUIET_RANK_GRACE_S)
 
 
 class Terminated(KeyboardInterrupt):
@@ -93,7 +105,8 @@ def _one_line_usage(exc: click.UsageError) -> ToolError:
 
 def _as_click(exc: BaseException) -> ToolError:
     if isinstance(exc, CompressError):
-        return ToolError(str(exc), exc.exit_code)
+        # Under torchrun every rank meets the same bad input or failed figure: rank 0 says it once.
+        return ToolError(str(exc), exc.exit_code, quiet=not launched().main)
     if isinstance(exc, Terminated):
         return ToolError("terminated (SIGTERM); no partial output was left in place", 128 + signal.SIGTERM)
     if isinstance(exc, KeyboardInterrupt):

@@ -11,12 +11,16 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from compress.distributed import launched
+
 
 def stdout() -> Console:
     return Console(file=sys.stdout, soft_wrap=False, highlight=False, width=160)  # sys.stdout at call time: CliRunner swaps it
 
 
 def progress_logger() -> Any:
+    if not launched().main:  # under torchrun, rank 0 speaks for all
+        return lambda _: None
     console = Console(file=sys.stderr, highlight=False, soft_wrap=True)
     return lambda message: console.print(f"[dim]{message}[/dim]")
 

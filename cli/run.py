@@ -63,6 +63,8 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json,
     log(f"running {len(recipe.steps)} step(s) on {model.name} into {out}")
     report = run_recipe(model, recipe, out, seed=seed, device=device, data=data, log=log, inputs_sha256=inputs,
                         checkpoint_every=checkpoint_every, resume=resume)
+    if report is None:  # a rank other than 0 under torchrun: rank 0 prints the result
+        return
     if as_json:
         echo_json(report)
     else:

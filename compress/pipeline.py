@@ -17,6 +17,7 @@ import torch
 from pydantic import BaseModel
 
 from compress.context import Context
+from compress.distributed import current
 from compress.errors import RunFailed, UsageError
 from compress.metrics import mac_count, param_count, quality, state_bytes
 from compress.model import Model
@@ -104,13 +105,17 @@ def _givers(kind: str) -> str:
 
 def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoints | None = None) -> RunRecord:
     """Run `steps` on `model`; with `checkpoints`, each step's fit saves its state there (and
-    continues from it when the run resumes)."""
+    continues from it when the run resumes). Under torchrun, ranks other than 0 only build the
+    torch model with rank 0 (compress.distributed): they skip the ONNX steps and measure nothing."""
     check_order(steps)
-    reference = _reference_outputs(ctx)
-    record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference), model=model)
+    main = current().main
+    reference = _reference_outputs(ctx) if main else None
+    record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference) if main else {}, model=model)
     expected_shape = ctx.teacher(*ctx.teacher.example_inputs).shape
     stats = record.original
     for index, step in enumerate(steps):
+        if not main and "onnx" in PASSES[step.name].needs | PASSES[step.name].gives:
+            continue  # export, ptq, bench: rank 0 writes and times the ONNX files
         where = _where(steps, index)
         ctx.log(f"[{index + 1}/{len(steps)}] {step.name}")
         started = time.perf_counter()
@@ -126,7 +131,7 @@ def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoin
         # A pass that leaves the torch model as it was (export, bench) or changes only the ONNX
         # (ptq, which records a marker) leaves nothing new to measure in torch.
         unchanged = result.model is model or PASSES[step.name].changes != "torch"
-        before, stats = stats, (stats if unchanged else measure(result.model, ctx, reference))
+        before, stats = stats, (stats if unchanged or not main else measure(result.model, ctx, reference))
         model = result.model
         for key, value in result.artifacts.items():
             ctx.artifacts[key] = value

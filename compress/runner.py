@@ -7,6 +7,7 @@ The run writes into a staging folder that replaces `out` whole when it is comple
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 
 from compress.context import Context, check_device
+from compress.distributed import current, process_group, rank_device
 from compress.data.specs import load_data
 from compress.reporting.gate import check
 from compress.model import Model, save
@@ -37,7 +39,7 @@ def run(
     inputs_sha256: dict[str, str] | None = None,
     checkpoint_every: int = DEFAULT_EVERY,
     resume: bool = False,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run `recipe` on `model` into `out`; returns the report (also written there).
 
     Quality is measured on `data` (default: the model's own held-out spec) against the original,
@@ -45,19 +47,34 @@ def run(
     or not): then it holds this run's files and nothing else. Training steps save checkpoints
     every `checkpoint_every` steps (0: none) beside `out` until then; `resume` continues a run
     into `out` that was interrupted, from them (compress.resume).
+
+    Under torchrun, every rank calls this; training is shared (compress.distributed), rank 0
+    alone writes and returns the report, the other ranks return None.
     """
     check_device(device)
     data = data or model.eval_data
     inputs = {"original_weights": state_sha256(model.module), **(inputs_sha256 or {})}
     made_from = {"model": model.source.to_dict(), "inputs": inputs, "recipe": _steps_by_key(recipe), "seed": seed, "data": data}
-    with run_folder(out, log) as staging:
-        checkpoints = open_checkpoints(checkpoint_folder(Path(out).resolve()), made_from, every=checkpoint_every, resume=resume, log=log)
-        try:
-            return _run(model, recipe, staging, seed=seed, device=device, data=data, log=log, inputs=inputs, checkpoints=checkpoints)
-        except BaseException:  # a failed step, Ctrl-C, SIGTERM: the run folder stays as it was
-            if checkpoints is not None:
-                checkpoints.close_unfinished(log)
-            raise
+    folder = checkpoint_folder(Path(out).resolve())
+    with process_group(device) as world:
+        device = rank_device(device, world)
+        if not world.main:  # no lock, no folder: a scratch run folder, and rank 0's checkpoints read only
+            checkpoints = RunCheckpoints(folder, checkpoint_every, resume) if checkpoint_every else None
+            with tempfile.TemporaryDirectory(prefix="compress-rank-") as scratch:
+                _run(model, recipe, Path(scratch), seed=seed, device=device, data=data, log=_quiet, inputs=inputs, checkpoints=checkpoints)
+            return None
+        with run_folder(out, log) as staging:
+            checkpoints = open_checkpoints(folder, made_from, every=checkpoint_every, resume=resume, log=log)
+            try:
+                return _run(model, recipe, staging, seed=seed, device=device, data=data, log=log, inputs=inputs, checkpoints=checkpoints)
+            except BaseException:  # a failed step, Ctrl-C, SIGTERM: the run folder stays as it was
+                if checkpoints is not None:
+                    checkpoints.close_unfinished(log)
+                raise
+
+
+def _quiet(_: str) -> None:
+    pass
 
 
 def _steps_by_key(recipe: Recipe) -> dict[str, Any]:
@@ -68,7 +85,7 @@ def _steps_by_key(recipe: Recipe) -> dict[str, Any]:
 
 
 def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, device: str, data: str | None, log: Callable[[str], None],
-         inputs: dict[str, str], checkpoints: RunCheckpoints | None) -> dict[str, Any]:
+         inputs: dict[str, str], checkpoints: RunCheckpoints | None) -> dict[str, Any] | None:
     torch.manual_seed(seed)
     teacher = model.copy()
     teacher.module.requires_grad_(False)
@@ -78,6 +95,8 @@ def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, device: str, dat
     ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout},
                   heldout_spec=data, seed=seed, device=device, log=log)
     record = run_steps(model, list(recipe.steps), ctx, checkpoints)
+    if not current().main:
+        return None
     save(record.model, out / "model")
     report = build_report(
         record,

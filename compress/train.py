@@ -30,6 +30,7 @@ from torch import nn
 
 from compress.atomic import atomic_path
 from compress.data.specs import Dataset
+from compress.distributed import World, average_gradients, check_same_student, current, from_main, mean_over_ranks, rows_per_rank, shard, sync_from_main, wrap
 from compress.errors import RunFailed, UsageError
 
 
@@ -136,8 +137,12 @@ def fit(
     """
     if len(data) == 0:
         raise UsageError("training data", "0 rows", "give data with at least one batch")
+    world = current()
+    if world.distributed:  # refused before any work: every rank trains an equal share of each batch
+        rows_per_rank(min(config.batch_size, len(data)), world)
     student.to(device)
-    params = _trainable(student) + (_trainable(loss_fn) if isinstance(loss_fn, nn.Module) else [])
+    loss_params = _trainable(loss_fn) if isinstance(loss_fn, nn.Module) else []
+    params = _trainable(student) + loss_params
     if isinstance(loss_fn, nn.Module):
         loss_fn.to(device)
     if not params:
@@ -146,8 +151,9 @@ def fit(
     # LambdaLR multiplies the peak rate; its state (last step) goes into a checkpoint as is.
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: config.lr_at(step) / config.lr)
     trained = _Trained(student, loss_fn, optimizer, schedule)
-    identity = _identity(checkpointing, config, seed, data, student)
+    identity = _identity(checkpointing, config, seed, data, student, world)
     eval_every = config.eval_every or config.steps
+    measure = lambda: _measure(student, evaluate, world, torch.device(device))  # noqa: E731
     started = time.perf_counter()
     with torch.random.fork_rng(devices=_accelerators(device)):
         torch.manual_seed(seed)
@@ -155,28 +161,37 @@ def fit(
             progress = _load_checkpoint(checkpointing.path, trained, identity)
             log(f"fit: resuming at step {progress.step}/{config.steps} from {checkpointing.path}")
         else:
-            progress = _Progress.at_start(student, evaluate)
+            progress = _Progress.at_start(student, measure())
+        if world.distributed:
+            check_same_student(student, world)
+        model = wrap(student, torch.device(device)) if world.distributed else student
         for step, batch in zip(range(progress.step, config.steps), _batches(data, config.batch_size, seed, progress.step)):
             student.train()
-            loss = loss_fn(student, _to(batch, device))
-            if not torch.isfinite(loss):
-                raise RunFailed(f"training loss became {loss.item()} at step {step + 1} of {config.steps}"
+            loss = loss_fn(model, _to(shard(batch, world) if world.distributed else batch, device))
+            whole_batch_loss = mean_over_ranks(loss, world) if world.distributed else loss.detach()
+            if not torch.isfinite(whole_batch_loss):
+                raise RunFailed(f"training loss became {whole_batch_loss.item()} at step {step + 1} of {config.steps}"
                                 f"{_last_good(checkpointing, progress)}; lower the learning rate (now {config.lr:g}) or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if world.distributed:
+                average_gradients(loss_params, world)
             if config.grad_clip > 0:
                 nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             schedule.step()
-            progress.add_loss(loss.item())
+            progress.add_loss(whole_batch_loss.item())
             if progress.step % eval_every == 0 or progress.step == config.steps:
-                progress.report(student, _measure(student, evaluate))
+                progress.report(student, measure())
                 log(_progress_line(progress.history[-1], config, optimizer, started))
             if checkpointing is not None and (progress.step % checkpointing.every == 0 or progress.step == config.steps):
                 _check_finite(params, progress.step, config, checkpointing)
-                _save_checkpoint(checkpointing.path, trained, progress, identity)
+                if world.main:
+                    _save_checkpoint(checkpointing.path, trained, progress, identity)
     final_metric = progress.history[-1].metric
     progress.best.restore(student)
+    if world.distributed:
+        sync_from_main(student)
     student.eval()
     return FitResult(
         history=tuple(progress.history), best_step=progress.best.step, best_metric=progress.best.metric,
@@ -225,10 +240,10 @@ class _Progress:
     loss_start: float = float("nan")
 
     @classmethod
-    def at_start(cls, student: nn.Module, evaluate: Evaluate | None) -> _Progress:
-        if evaluate is None:
+    def at_start(cls, student: nn.Module, metric: float | None) -> _Progress:
+        """Step 0, with the starting state's held-out figure (None without evaluation)."""
+        if metric is None:
             return cls(0, [], _Best(0, None, None))
-        metric = _measure(student, evaluate)
         return cls(0, [FitPoint(0, None, metric)], _Best(0, metric, _snapshot(student)))
 
     def add_loss(self, value: float) -> None:
@@ -305,15 +320,18 @@ def changed_keys(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [k for key in keys for k in changed_keys(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else str(key))]
 
 
-def _identity(checkpointing: Checkpointing | None, config: FitConfig, seed: int, data: BatchSource, student: nn.Module) -> dict[str, Any]:
+def _identity(checkpointing: Checkpointing | None, config: FitConfig, seed: int, data: BatchSource, student: nn.Module,
+              world: World) -> dict[str, Any]:
     """What a checkpoint must agree on to be resumed from: the caller's identity, the loop's own
-    settings, and the student it started from (its weights' sha256), so a step before the fit that
-    came out differently this time (a latency-driven prune times the machine) is caught."""
+    settings, the number of processes (BatchNorm sees each one's share of a batch), and the student
+    it started from (its weights' sha256), so a step before the fit that came out differently this
+    time (a latency-driven prune times the machine) is caught."""
     if checkpointing is None:
         return {}
     from compress.reporting.digest import state_sha256
 
-    return {**checkpointing.identity, "fit": asdict(config), "seed": seed, "rows": len(data), "student": state_sha256(student)}
+    return {**checkpointing.identity, "fit": asdict(config), "seed": seed, "rows": len(data), "processes": world.size,
+            "student": state_sha256(student)}
 
 
 def _check_finite(params: list[nn.Parameter], step: int, config: FitConfig, checkpointing: Checkpointing) -> None:
@@ -354,11 +372,13 @@ def _batches(data: BatchSource, batch_size: int, seed: int, start_step: int) -> 
 
 
 @torch.no_grad()
-def _measure(student: nn.Module, evaluate: Evaluate | None) -> float | None:
+def _measure(student: nn.Module, evaluate: Evaluate | None, world: World, device: torch.device) -> float | None:
+    """The held-out figure, measured on rank 0 (every rank holds its weights) and shared."""
     if evaluate is None:
         return None
     student.eval()
-    return float(evaluate(student))
+    metric = float(evaluate(student)) if world.main else float("nan")
+    return from_main(metric, device) if world.distributed else metric
 
 
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:

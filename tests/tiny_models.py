@@ -218,6 +218,16 @@ def score_out() -> tuple[nn.Module, torch.Tensor]:
     return ScoreHead().eval(), torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1))
 
 
+def plain_cnn() -> nn.Module:
+    """Convolutions without BatchNorm or dropout: every input's gradient is its own, so training
+    under torchrun (each rank a share of the batch) matches the 1-process run to float rounding."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10),
+    ).eval()
+
+
 class Interruptible(nn.Module):
     """The tiny CNN whose training forwards can be slowed (TINY_TRAIN_SLEEP_S seconds each) or
     interrupted like Ctrl-C (KeyboardInterrupt at forward number TINY_INTERRUPT_AT), so a test can
