@@ -6,9 +6,11 @@ it: the run writes into a staging folder that replaces the run folder only when 
 and what a killed run staged is removed by the next one. The checkpoints are written and read only
 by the holder of the run folder's lock, and removed when a run into that folder completes.
 
-What: `run.json`, what the run was made from (the model and its weights' sha256, the recipe, the
-seed, the held-out data), and `step-N-PASS.pt` per training step (`compress.train`: weights,
-optimizer, schedule, RNG, step, curve and best state; every `every` steps and at the fit's end).
+What: `step-N-PASS.pt` per training step (`compress.train`: weights, optimizer, schedule, RNG,
+step, curve and best state; every `every` steps and at the fit's end), each recording what the
+run was made from (the model and its weights' sha256, the recipe, the seed, the held-out data):
+`--resume` refuses other settings, naming the keys that differ. Nothing is written before a fit
+saves, so a run without training, or killed before its first checkpoint, leaves nothing to resume.
 
 How: a resumed run does its steps again from the start. Every step is seeded, so the steps before
 a fit give the same model again (the fit checks: its checkpoint records the sha256 of the weights
@@ -27,13 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from compress.atomic import atomic_path
 from compress.errors import UsageError
 
 if TYPE_CHECKING:  # torch comes with it; `compress run --help` reads DEFAULT_EVERY and stays light
     from compress.train import Checkpointing
 
-MANIFEST = "run.json"
 # Steps between checkpoints when `compress run` is not told (--checkpoint-every): a digits save
 # takes milliseconds, a pruned MiniLM's (weights, two Adam moments, best state) under a second.
 DEFAULT_EVERY = 100
@@ -41,64 +41,52 @@ DEFAULT_EVERY = 100
 
 @dataclass(frozen=True)
 class RunCheckpoints:
-    """The checkpoint folder of one run: where each step's fit saves, how often, and whether the
-    fits continue from what is there."""
+    """The checkpoint folder of one run: where each step's fit saves, how often, whether the fits
+    continue from what is there, and what the run was made from (JSON-like)."""
 
     folder: Path
     every: int
     resume: bool
+    made_from: Mapping[str, Any]
 
     def for_step(self, index: int, name: str) -> Checkpointing:
         from compress.train import Checkpointing
 
-        step = f"{index + 1}.{name}"
-        return Checkpointing(self.folder / f"step-{index + 1}-{name}.pt", self.every, resume=self.resume, identity={"step": step})
-
+        return Checkpointing(self.folder / f"step-{index + 1}-{name}.pt", self.every, resume=self.resume,
+                             identity={"step": f"{index + 1}.{name}", "run": self.made_from})
 
     def close_unfinished(self, log: Callable[[str], None]) -> None:
-        """After a run that did not complete: keep the folder when it holds a fit's state (and say
-        how to continue), else remove it, as there is nothing to resume."""
-        if any(self.folder.glob("step-*.pt")):
+        """After a run that did not complete: say how to continue when a fit saved its state."""
+        if _saved(self.folder):
             log(f"checkpoints kept in {self.folder}: the same command with --resume continues this run")
-        else:
-            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 def open_checkpoints(folder: Path, made_from: Mapping[str, Any], *, every: int, resume: bool,
                      log: Callable[[str], None]) -> RunCheckpoints | None:
-    """The run's checkpoints. Resuming: the folder must hold a run made from the same things
-    (`made_from`, JSON-like), else a UsageError names the keys that differ. Starting afresh: what an
-    earlier, unfinished run left is removed, and `made_from` written (nothing when `every` is 0)."""
-    from compress.train import changed_keys
+    """The run's checkpoints. Resuming: the folder must hold a fit's state from a run made from the
+    same things (`made_from`), else a UsageError names the keys that differ. Starting afresh: what
+    an earlier, unfinished run left is removed (None when `every` is 0: no checkpoints)."""
+    from compress.train import changed_keys, checkpoint_identity
 
     made_from = json.loads(json.dumps(made_from, sort_keys=True, default=str))
     if resume:
         if every == 0:
             raise UsageError("--checkpoint-every", 0, "turns checkpoints off, and --resume continues from them; give a positive count")
-        saved = _read_manifest(folder)
-        changed = changed_keys(saved, made_from)
+        saved = _saved(folder)
+        if not saved:
+            raise UsageError("--resume", folder, "holds no checkpoint: no run into this --out was interrupted after a training step saved "
+                             "its state (a run that completes removes its checkpoints); run without --resume")
+        changed = sorted({key for path in saved for key in changed_keys(checkpoint_identity(path).get("run"), made_from)})
         if changed:
             raise UsageError("--resume", folder, f"holds an interrupted run made with other settings ({', '.join(changed)} differ); "
                              "restore them, or run without --resume to start again")
         log(f"resuming the interrupted run from {folder}")
-        return RunCheckpoints(folder, every, resume=True)
+        return RunCheckpoints(folder, every, True, made_from)
     if folder.exists():
         shutil.rmtree(folder)
         log(f"removed the checkpoints of an earlier unfinished run ({folder.name}); --resume would have continued it")
-    if every == 0:
-        return None
-    folder.mkdir()
-    with atomic_path(folder / MANIFEST) as tmp:
-        tmp.write_text(json.dumps(made_from, indent=2, sort_keys=True) + "\n")
-    return RunCheckpoints(folder, every, resume=False)
+    return RunCheckpoints(folder, every, False, made_from) if every else None
 
 
-def _read_manifest(folder: Path) -> Any:
-    path = folder / MANIFEST
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError("--resume", folder, "does not exist: no run into this --out was interrupted after it started "
-                         "(a run that completes removes its checkpoints); run without --resume") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError("--resume", path, f"cannot be read ({exc}); run without --resume to start again") from None
+def _saved(folder: Path) -> list[Path]:
+    return sorted(folder.glob("step-*.pt"))

@@ -59,7 +59,7 @@ def run(
     with process_group(device) as world:
         device = rank_device(device, world)
         if not world.main:  # no lock, no folder: a scratch run folder, and rank 0's checkpoints read only
-            checkpoints = RunCheckpoints(folder, checkpoint_every, resume) if checkpoint_every else None
+            checkpoints = RunCheckpoints(folder, checkpoint_every, resume, made_from) if checkpoint_every else None
             with tempfile.TemporaryDirectory(prefix="compress-rank-") as scratch:
                 _run(model, recipe, Path(scratch), seed=seed, device=device, data=data, log=_quiet, inputs=inputs, checkpoints=checkpoints)
             return None

@@ -281,14 +281,24 @@ def _save_checkpoint(path: Path, trained: _Trained, progress: _Progress, identit
         torch.save(state, tmp)
 
 
-def _load_checkpoint(path: Path, trained: _Trained, identity: Mapping[str, Any]) -> _Progress:
-    """Restore the state `_save_checkpoint` wrote; refuse a checkpoint from other settings."""
+def _read_checkpoint(path: Path, mmap: bool = False) -> dict[str, Any]:
     try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
+        state = torch.load(path, weights_only=True, map_location="cpu", mmap=mmap)
     except (OSError, RuntimeError, EOFError, KeyError) as exc:
         raise UsageError("resume checkpoint", path, f"cannot be read ({exc}); run without resuming to start from step 0") from exc
     if state.get("format") != CHECKPOINT_FORMAT:
         raise UsageError("resume checkpoint", path, f"has format {state.get('format')}, this compress reads {CHECKPOINT_FORMAT}")
+    return state
+
+
+def checkpoint_identity(path: Path) -> dict[str, Any]:
+    """The identity a checkpoint was saved with, read without loading its tensors."""
+    return json.loads(_read_checkpoint(path, mmap=True)["identity"])
+
+
+def _load_checkpoint(path: Path, trained: _Trained, identity: Mapping[str, Any]) -> _Progress:
+    """Restore the state `_save_checkpoint` wrote; refuse a checkpoint from other settings."""
+    state = _read_checkpoint(path)
     saved = json.loads(state["identity"])
     current = json.loads(json.dumps(identity, sort_keys=True, default=str))
     changed = changed_keys(saved, current)

@@ -68,7 +68,7 @@ def test_an_interrupted_run_resumes_to_the_weights_of_the_uninterrupted_one(runn
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x"]
 
     again = runner.invoke(cli, [*TINY, "--out", str(out), "--resume", *STEPS])
-    one_line_error(again, 2, "--resume", ".x.checkpoints", "does not exist", "run without --resume")
+    one_line_error(again, 2, "--resume", ".x.checkpoints", "holds no checkpoint", "run without --resume")
 
 
 @pytest.mark.slow
