@@ -21,8 +21,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-# Everything, slow tests included (CI runs `make test`, then the slow tests).
+# Everything, slow tests included (CI runs `make test`, then the slow tests); the slow tests need
+# the `inc` extra (Intel Neural Compressor, for ptq --engine inc).
 test-all: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,inc]'
 	$(BIN)/python -m pytest -q
 
 clean:

@@ -19,6 +19,7 @@ from compress.cli.render import echo_json, fmt, progress_logger, stdout, table
 from compress.context import check_device
 from compress.rundir import check_out
 from compress.errors import RunFailed, UsageError
+from compress.measure.settings import speed_verdict
 from compress.passes import PASSES
 from compress.resume import DEFAULT_EVERY
 
@@ -93,7 +94,8 @@ def _print_report(report: dict, out: Path) -> None:
     gates = report["gates"]
     verdict = "no gates" if not gates["budgets"] else ("all gates pass" if not gates["violations"] else f"{len(gates['violations'])} gate(s) FAIL")
     latency = s["latency"] or {}
-    ratio = fmt(latency.get("latency_ratio")) + (f" (95% interval {fmt(latency['latency_ratio_low'])}-{fmt(latency['latency_ratio_high'])})"
+    ratio = fmt(latency.get("latency_ratio")) + (f" (95% interval {fmt(latency['latency_ratio_low'])}-{fmt(latency['latency_ratio_high'])}: "
+                                                 f"{speed_verdict(latency['latency_ratio_low'], latency['latency_ratio_high'])})"
                                                  if latency.get("latency_ratio_high") is not None else "")
     on = {"onnx": " (final ONNX)", "torch": " (torch)"}.get(s["quality_measured_on"], "")
     console.print(f"latency ratio {ratio}, quality drop{on} {fmt(s['quality_drop'])}, {verdict}; report: {out / 'report.md'}")

@@ -252,3 +252,18 @@ class Interruptible(nn.Module):
 
 def interruptible_cnn() -> nn.Module:
     return Interruptible().eval()
+
+
+class ValueBranch(TinyCNN):
+    """Branches on its own output values: torch.export (and so PT2E quantization) cannot capture it."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = super().forward(x)
+        if y.sum() > 0:
+            return y
+        return -y
+
+
+def value_branch() -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    return ValueBranch(), torch.randn(1, 1, 8, 8)

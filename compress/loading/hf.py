@@ -74,14 +74,24 @@ class SentenceEncoder(nn.Module):
 @contextlib.contextmanager
 def _no_progress_bar() -> Iterator[None]:
     """Silence transformers' "Loading weights" bar: the library reports progress through `log`
-    only. The global switch is restored afterwards."""
+    only. The global switch is restored afterwards. Where torchao is installed (the `inc` extra
+    pulls it), transformers imports it while loading, and torchao warns that its CUDA extensions
+    do not load on a CPU build: nothing compress uses, so kept off stderr too."""
+    import logging
+
     from transformers.utils import logging as hf_logging
 
     was_enabled = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    loggers = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
         if was_enabled:
             hf_logging.enable_progress_bar()
 

@@ -41,3 +41,13 @@ class BenchSettings(StrictConfig):
     def _once_each(cls, values: tuple[int, ...]) -> tuple[int, ...]:
         # A repeated value would time the same setting twice and print two rows for it.
         return tuple(dict.fromkeys(values))
+
+
+def speed_verdict(low: float, high: float) -> str:
+    """A paired latency ratio's 95% interval in plain words: a slower model is said so, never
+    left to be read off a number above 1."""
+    if low > 1:
+        return "SLOWER than the original"
+    if high < 1:
+        return "faster than the original"
+    return "no clear difference from the original"

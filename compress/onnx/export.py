@@ -30,12 +30,14 @@ class Exported:
     bytes: int
 
 
-def export_onnx(model: Model, path: str | Path, opset: int = 17) -> Exported:
+def export_onnx(model: Model, path: str | Path, opset: int = 17, exporters: tuple[str, ...] = ("torchscript", "dynamo")) -> Exported:
+    """`exporters` in the order tried; a PT2E module (ptq --engine inc) only exports with dynamo."""
     path = Path(path)
-    module = model.module.eval()
+    module = model.module
+    module.eval()  # not chained: a PT2E module's eval() returns None
     errors = []
     with atomic_path(path) as tmp:
-        for exporter in ("torchscript", "dynamo"):
+        for exporter in exporters:
             try:
                 _export(module, model, tmp, opset, exporter)
                 break
@@ -62,8 +64,8 @@ def _export(module: torch.nn.Module, model: Model, path: Path, opset: int, expor
             torch.onnx.export(module, model.example_inputs, str(path), dynamo=False,
                               dynamic_axes=model.dynamic_axes, do_constant_folding=True, **kwargs)
         else:
-            batch = torch.export.Dim("batch")
-            shapes = tuple({0: batch} for _ in model.example_inputs)
+            dims = {"batch": torch.export.Dim("batch"), "sequence": torch.export.Dim("sequence")}
+            shapes = tuple({axis: dims[name] for axis, name in model.dynamic_axes[i].items()} for i in model.input_names)
             torch.onnx.export(module, model.example_inputs, str(path), dynamo=True,
                               dynamic_shapes=shapes, external_data=False, **kwargs)
 

@@ -16,7 +16,7 @@ from compress.atomic import write_text
 from compress.rundir import relative_paths
 from compress.context import Context, Result
 from compress.errors import UsageError
-from compress.measure.settings import BenchSettings
+from compress.measure.settings import BenchSettings, speed_verdict
 
 if TYPE_CHECKING:
     from compress.model import Model
@@ -70,6 +70,9 @@ def bench(model: Model, config: BenchSettings, ctx: Context) -> Result:
         "original_onnx_bytes": theirs["bytes"],
         **figures,
     }
+    if not same_graph:
+        ctx.log(f"bench: {current.name} takes {figures['latency_ratio']:.2f}x the original's latency at batch {batch}: "
+                f"{speed_verdict(figures['latency_ratio_low'], figures['latency_ratio_high'])}")
     bench_json = relative_paths(report.to_json(), ctx.run_dir)  # the run folder's own files, by name
     artifacts["bench_json"] = write_text(ctx.run_dir / "bench.json", json.dumps(bench_json, indent=2) + "\n")
     # Every figure is a latency figure: the summary copies them under the names given here.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from compress.config import StrictConfig
 
@@ -37,6 +37,12 @@ class PtqConfig(StrictConfig):
     min_fidelity: float = Field(0.97, ge=0, le=1, description="least top-1 agreement (classifiers) or mean cosine (encoders) of the INT8 ONNX to the float model on held-out data; below it the run fails")
     time_check: bool = Field(True, description="time INT8 against the float ONNX at batch 1 side by side and record the ratio")
 
+    weight_bits: Literal["8", "4"] = Field("8", description="8: INT8 (static or dynamic); 4: packed 4-bit weights for MatMul layers (onnxruntime MatMulNBits, float activations; text models), everything else float")
+    block_size: int = Field(16, ge=16, le=256, description="4-bit weights: input rows sharing one scale (a power of two)")
+    keep_slow_float: bool = Field(True, description="ort: profile float and INT8 per operator, requantize with the operator types whose INT8 kernels were slower kept in float, and keep that graph when it times faster (needs the time check)")
+    tolerable_loss: float | None = Field(None, gt=0, lt=1, description="inc: run Intel Neural Compressor's accuracy-aware autotune and keep the first configuration that loses at most this share of the float model's fidelity score (agreement or cosine, on the calibration data); without it, one static INT8 configuration")
+    max_trials: int = Field(8, ge=1, le=100, description="inc: most configurations autotune tries")
+
     @field_validator("engine")
     @classmethod
     def _engine_available(cls, engine: str) -> str:
@@ -44,27 +50,63 @@ class PtqConfig(StrictConfig):
         import importlib.util
 
         if engine == "inc" and importlib.util.find_spec("neural_compressor") is None:
-            raise ValueError("Intel Neural Compressor (neural-compressor-pt) is not installed; use --engine ort")
-        if engine == "inc":
-            raise ValueError("the inc engine is not implemented in this version of compress; use --engine ort")
+            raise ValueError("Intel Neural Compressor (neural-compressor-pt) is not installed (pip install 'compress[inc]'); use --engine ort")
         return engine
+
+    @model_validator(mode="after")
+    def _inc_options(self) -> PtqConfig:
+        if self.block_size & (self.block_size - 1):
+            raise ValueError(f"--block-size {self.block_size} is not a power of two; use 16, 32, 64, 128 or 256")
+        if self.weight_bits == "4" and (self.engine != "ort" or self.mode != "auto"):
+            raise ValueError("--weight-bits 4 packs MatMul weights with onnxruntime (weight-only, float activations); use --engine ort and leave --mode at auto")
+        if self.engine == "inc" and (self.mode == "dynamic" or self.activations != "uint8"):
+            raise ValueError("the inc engine quantizes statically with uint8 activations (PT2E); leave --mode and --activations at their defaults or use --engine ort")
+        if self.engine == "ort" and self.tolerable_loss is not None:
+            raise ValueError("--tolerable-loss tunes the inc engine (Intel Neural Compressor's autotune); use --engine inc, or --min-fidelity with ort")
+        return self
 
 
 def ptq(model: Model, config: PtqConfig, ctx: Context) -> Result:
-    from compress.quant.ort import quantize_onnx  # onnx, onnxruntime: when the step runs, not with PASSES
-
     refuse_if_quantized(model, "ptq", "quantize once; start again from the float model")
     source = ctx.artifacts.get("onnx")
     if source is None:
         raise UsageError("ptq step", "no ONNX to quantize", "put an export step before ptq")
-    target = source.with_name(f"{source.stem}.int8.onnx")
-    calibration = _calibration(model, config, ctx)
+    target = source.with_name(f"{source.stem}.int{config.weight_bits}.onnx")
+    calibration = _calibration(model, config, ctx) if config.weight_bits == "8" else None
+    if config.weight_bits == "4":
+        engine_figures = _four_bit(config, ctx, source, target)
+    elif config.engine == "inc":
+        engine_figures = _inc(model, config, ctx, calibration, target)
+    else:
+        engine_figures = _ort(config, ctx, calibration, source, target)
+    size = target.stat().st_size
+    figures = {
+        "engine": config.engine,
+        **engine_figures,
+        "onnx_bytes": size,
+        "float_onnx_bytes": source.stat().st_size,
+        "size_ratio": size / source.stat().st_size,
+        **_fidelity(model, target, ctx, config.min_fidelity),
+    }
+    if config.time_check:
+        figures.update(_time_against_float(source, target, ctx))
+    bits = int(config.weight_bits)
+    marked = mark_quantized(model, **{"pass": "ptq", "engine": config.engine, "mode": figures["mode"], "bits": bits})
+    produced = {"onnx": {"path": str(target), "bytes": size, "quantized": f"int{bits} {figures['mode']} ({config.engine})"}}
+    return Result(marked, figures, {"onnx": target, "float_onnx": source}, produced)
+
+
+def _ort(config: PtqConfig, ctx: Context, calibration: Dataset, source: Path, target: Path) -> dict[str, object]:
+    from compress.quant.ort import quantize_onnx  # onnx, onnxruntime: when the step runs, not with PASSES
+
     ctx.log(f"ptq: quantizing {source.name} with onnxruntime (mode {config.mode})")
     quantized = quantize_onnx(source, target, calibration, config.mode, config.activations, config.batch_size)
     how = f"calibrated on {quantized.calibration_rows} inputs of {calibration.name}" if quantized.mode == "static" else "activation ranges per call"
     ctx.log(f"ptq: {quantized.mode} INT8, {how}; {quantized.bytes:,} bytes ({quantized.bytes / source.stat().st_size:.2f}x the float file)")
-    figures = {
-        "engine": config.engine,
+    kept: dict[str, object] = {}
+    if config.keep_slow_float and config.time_check:
+        quantized, kept = _keep_slow_float(config, ctx, calibration, source, quantized)
+    return {
         "mode": quantized.mode,
         "weights": "int8 symmetric per channel",
         "activations": quantized.activations,
@@ -73,16 +115,122 @@ def ptq(model: Model, config: PtqConfig, ctx: Context) -> Result:
         "calibration_rows": quantized.calibration_rows,
         "quantized_ops": _counts(quantized.quantized_ops),
         "float_ops": _counts(quantized.float_ops),
-        "onnx_bytes": quantized.bytes,
-        "float_onnx_bytes": source.stat().st_size,
-        "size_ratio": quantized.bytes / source.stat().st_size,
-        **_fidelity(model, target, ctx, config.min_fidelity),
+        **kept,
     }
-    if config.time_check:
-        figures.update(_time_against_float(source, target, ctx))
-    marked = mark_quantized(model, **{"pass": "ptq", "engine": config.engine, "mode": quantized.mode, "bits": 8})
-    produced = {"onnx": {"path": str(target), "bytes": quantized.bytes, "quantized": f"int8 {quantized.mode}"}}
-    return Result(marked, figures, {"onnx": target, "float_onnx": source}, produced)
+
+
+def _four_bit(config: PtqConfig, ctx: Context, source: Path, target: Path) -> dict[str, object]:
+    from compress.quant.nbits import KERNEL, pack_4bit
+
+    ctx.log(f"ptq: packing the MatMul weights of {source.name} to 4 bits (onnxruntime {KERNEL}, blocks of {config.block_size})")
+    packed = pack_4bit(source, target, config.block_size)
+    ctx.log(f"ptq: {packed.layers} MatMul layers run as {KERNEL}: weights {packed.float_weight_bytes:,} -> {packed.packed_weight_bytes:,} bytes packed; "
+            f"the file is {packed.bytes:,} bytes ({packed.bytes / source.stat().st_size:.2f}x the float file)")
+    return {
+        "mode": "weight-only",
+        "weights": f"4-bit symmetric, blocks of {config.block_size}",
+        "bit_widths": f"4-bit packed weights in {packed.layers} MatMul layers ({KERNEL}, float activations and compute); "
+                      "every other operator (embedding Gather, Conv, Gemm, LayerNorm, Softmax) float32",
+        "activations": "float32",
+        "packed_layers": packed.layers,
+        "packed_weight_bytes": packed.packed_weight_bytes,
+        "float_weight_bytes": packed.float_weight_bytes,
+        "quantized_ops": f"MatMul {packed.layers} ({KERNEL})",
+    }
+
+
+def _keep_slow_float(config: PtqConfig, ctx: Context, calibration: Dataset, source: Path, quantized):
+    """Profile float and INT8 per operator; requantize with the types whose integer kernels lost
+    kept in float, and keep that graph only if the paired timing says it is faster as a whole."""
+    import dataclasses
+    import os
+    import tempfile
+
+    from compress.measure.bench import bench
+    from compress.measure.profile import op_type_ms
+    from compress.measure.settings import BenchSettings
+    from compress.quant.ort import quantize_onnx
+    from compress.quant.slow_ops import slower_types
+
+    target = quantized.path
+    slow = slower_types(op_type_ms(source), op_type_ms(target), set(quantized.quantized_ops))
+    if not slow:
+        ctx.log("ptq: every quantized operator type ran faster as INT8 than as float")
+        return quantized, {"kept_float": "none (every quantized operator type ran faster as INT8)"}
+    why = "; ".join(s.why() for s in slow)
+    types = tuple(s.op_type for s in slow)
+    if set(types) >= set(quantized.quantized_ops):
+        ctx.log(f"ptq: every quantized operator type was slower as INT8 ({why}); nothing left to quantize without them")
+        return quantized, {"kept_float": "none", "slower_as_int8": why}
+    ctx.log(f"ptq: slower as INT8: {why}; requantizing with {', '.join(types)} kept in float")
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".ptq-mixed.") as scratch:
+        trial = Path(scratch) / f"{target.stem}.mixed.onnx"
+        mixed = quantize_onnx(source, trial, calibration, config.mode, config.activations, config.batch_size, keep_float=types)
+        report = bench([target, trial], BenchSettings(batch_sizes=(1,), threads=(1,), max_seconds=5.0), baseline=target)
+        row = report.row(trial.stem, 1, 1)
+        ratio, high = row["latency_ratio"], row["latency_ratio_high"]
+        faster = high < 1  # the whole 95% interval under 1: clearly faster, not noise
+        ctx.log(f"ptq: with {', '.join(types)} in float the graph takes {ratio:.2f}x the all-INT8 time "
+                f"(95% interval {row['latency_ratio_low']:.2f}-{high:.2f}): {'kept' if faster else 'not clearly faster, all-INT8 kept'}")
+        if faster:
+            os.replace(trial, target)
+            quantized = dataclasses.replace(mixed, path=target)
+    figures = {"kept_float": ", ".join(types) if faster else "none", "slower_as_int8": why,
+               "kept_float_latency_ratio": ratio, "kept_float_latency_ratio_high": high}
+    return quantized, figures
+
+
+def _inc(model: Model, config: PtqConfig, ctx: Context, calibration: Dataset, target: Path) -> dict[str, object]:
+    """Intel Neural Compressor's PT2E static INT8 (autotuned with --tolerable-loss), exported by the
+    one export (dynamo, the exporter that takes a PT2E graph), tidied into the Q/DQ form
+    onnxruntime fuses, and checked: onnxruntime against INC's own torch module on held-out data."""
+    import tempfile
+
+    from compress.atomic import atomic_path
+    from compress.data.specs import Dataset
+    from compress.metrics import quality
+    from compress.onnx.export import export_onnx
+    from compress.predict import torch_outputs
+    from compress.quant.inc import inc_version, quantize_inc
+    from compress.quant.ort import op_summary
+    from compress.quant.qdq_export import verify
+    from compress.quant.qdq_tidy import tidy_qdq
+
+    import onnx
+
+    metric = "agreement" if model.task == "classification" else "cosine_mean"
+    reference = torch_outputs(model, calibration)
+
+    def score(candidate) -> float:
+        return quality(model.task, torch_outputs(model.replace(module=candidate), calibration), reference, None)[metric]
+
+    how = f"autotune within a {config.tolerable_loss:g} loss of {metric}" if config.tolerable_loss else "static INT8"
+    ctx.log(f"ptq: quantizing {model.name} with Intel Neural Compressor {inc_version()} (PT2E, {how}, calibrated on {len(calibration)} inputs of {calibration.name})")
+    quantized = quantize_inc(model, calibration, config.batch_size, config.tolerable_loss, config.max_trials, score)
+    int8_model = model.replace(module=quantized.module, example_inputs=tuple(x.repeat(2, *[1] * (x.dim() - 1)) for x in model.example_inputs))
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=".inc.") as scratch, atomic_path(target) as tmp:
+        exported = export_onnx(int8_model, Path(scratch) / "pt2e.onnx", exporters=("dynamo",))
+        tidied = tidy_qdq(exported.path, tmp)
+    data = ctx.heldout if ctx.heldout is not None else Dataset("example inputs", model.example_inputs)
+    parity = verify(int8_model, target, data)  # RunFailed below 99.5% agreement / 0.999 cosine
+    quantized_ops, float_ops = op_summary(onnx.load(str(target)).graph)
+    ctx.log(f"ptq: INC kept {quantized.config} after {quantized.trials} trial(s); onnxruntime agrees with INC's torch module ({metric} {parity[metric]:.4f})")
+    return {
+        "mode": "static",
+        "weights": "int8 symmetric per channel",
+        "activations": _activation_types(target),
+        "inc_version": inc_version(),
+        "inc_config": quantized.config,
+        "inc_trials": quantized.trials,
+        "exporter": exported.exporter,
+        "opset": exported.opset,
+        **{f"inc_parity_{k}": v for k, v in parity.items()},
+        **tidied,
+        "calibration_data": calibration.name,
+        "calibration_rows": len(calibration),
+        "quantized_ops": _counts(quantized_ops),
+        "float_ops": _counts(float_ops),
+    }
 
 
 def _calibration(model: Model, config: PtqConfig, ctx: Context) -> Dataset:
@@ -108,7 +256,7 @@ def _fidelity(model: Model, target: Path, ctx: Context, least: float) -> dict[st
     figures = quality(model.task, outputs, reference, data.labels)
     metric = "agreement" if model.task == "classification" else "cosine_mean"
     if figures[metric] < least:
-        raise RunFailed(f"the INT8 ONNX {target.name} has {metric} {figures[metric]:.4f} to the float model on "
+        raise RunFailed(f"the quantized ONNX {target.name} has {metric} {figures[metric]:.4f} to the float model on "
                         f"{len(data)} inputs of {data.name}, under the {least:g} allowed (--min-fidelity)")
     return {f"int8_{k}": v for k, v in figures.items()} | {"fidelity_metric": metric, "fidelity_samples": len(data)}
 
@@ -140,6 +288,17 @@ def _per_operator(source: Path, target: Path, ctx: Context) -> dict[str, str]:
         shown[f"{label}_op_ms"] = ", ".join(f"{op} {ms:.3f}" for op, ms in list(times.items())[:6])
         ctx.log(f"ptq: {label} graph, ms per call by operator: {shown[f'{label}_op_ms']}")
     return shown
+
+
+def _activation_types(path: Path) -> str:
+    """The integer types activations are quantized to (zero points of non-constant QuantizeLinear)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    constants = {i.name: i for i in graph.initializer}
+    types = {onnx.helper.tensor_dtype_to_np_dtype(constants[n.input[2]].data_type).name
+             for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] not in constants and len(n.input) > 2 and n.input[2] in constants}
+    return ", ".join(sorted(types)) or "none"
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -75,9 +75,11 @@ def choose_mode(mode: Mode, graph: onnx.GraphProto) -> Literal["static", "dynami
 
 
 def quantize_onnx(
-    source: Path, target: Path, calibration: Dataset | None, mode: Mode, activations: Activations, batch_size: int
+    source: Path, target: Path, calibration: Dataset | None, mode: Mode, activations: Activations, batch_size: int,
+    keep_float: tuple[str, ...] = (),
 ) -> OrtQuantized:
-    """Quantize `source` into `target` (written atomically); `calibration` feeds static ranges."""
+    """Quantize `source` into `target` (written atomically); `calibration` feeds static ranges.
+    Nodes of the operator types in `keep_float` stay float (compress.quant.slow_ops)."""
     graph = onnx.load(str(source), load_external_data=False).graph
     weights = weight_nodes(graph)
     if not any(n.op_type in WEIGHT_OPS for n in weights):
@@ -89,15 +91,19 @@ def quantize_onnx(
         # A failed symbolic shape inference leaves its temp files in the working directory.
         with contextlib.chdir(scratch):
             preprocess = _preprocess(source, pre)
+        # Names from the preprocessed graph: quant_pre_process may rename or fuse nodes.
+        prepared = onnx.load(str(pre), load_external_data=False).graph
+        kept = [n.name for n in prepared.node if n.op_type in keep_float]
+        chosen_nodes = [n.name for n in weight_nodes(prepared) if n.op_type not in keep_float]
         try:
             if chosen == "static":
                 if calibration is None:
                     raise UsageError("ptq data", "none", "static quantization needs calibration data; give --data")
                 reader = DatasetReader(calibration, [i.name for i in graph.input], batch_size)
-                _static(pre, tmp, reader, activations, [n.name for n in weights] if text else None)
+                _static(pre, tmp, reader, activations, chosen_nodes if text else None, kept)
                 rows = reader.rows
             else:
-                _dynamic(pre, tmp, [n.name for n in weights])
+                _dynamic(pre, tmp, chosen_nodes)
                 rows = 0
         except UsageError:
             raise
@@ -123,7 +129,7 @@ def _preprocess(source: Path, out: Path) -> str:
     return "skipped (onnxruntime could not preprocess the graph)"
 
 
-def _static(source: Path, target: Path, reader: DatasetReader, activations: Activations, nodes: list[str] | None) -> None:
+def _static(source: Path, target: Path, reader: DatasetReader, activations: Activations, nodes: list[str] | None, excluded: list[str]) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     quantize_static(
@@ -133,6 +139,7 @@ def _static(source: Path, target: Path, reader: DatasetReader, activations: Acti
         activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
         weight_type=QuantType.QInt8,
         nodes_to_quantize=nodes,
+        nodes_to_exclude=excluded,
         op_types_to_quantize=list(WEIGHT_OPS) + ["Gather"] if nodes is not None else None,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},

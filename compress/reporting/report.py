@@ -10,6 +10,7 @@ from typing import Any
 from compress.atomic import write_text
 from compress.reporting.digest import SELF_KEY, folder_sha256, report_sha256
 from compress.reporting.schema import REPORT_SCHEMA_VERSION
+from compress.measure.settings import speed_verdict
 from compress.metrics import primary_metric
 from compress.pipeline import RunRecord
 from compress.versions import versions
@@ -155,7 +156,9 @@ def _measured_on(summary: dict[str, Any]) -> str:
 def _ratio(latency: dict[str, Any] | None) -> str:
     if latency is None or latency.get("latency_ratio") is None:
         return "-"
-    return f"{latency['latency_ratio']:.3f} (95% interval {latency['latency_ratio_low']:.3f}-{latency['latency_ratio_high']:.3f})"
+    low, high = latency["latency_ratio_low"], latency["latency_ratio_high"]
+    return f"{latency['latency_ratio']:.3f} (95% interval {low:.3f}-{high:.3f}): {speed_verdict(low, high)}"
+
 
 
 def _parity(parity: dict[str, Any] | None) -> str:

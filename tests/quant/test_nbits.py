@@ -1,0 +1,49 @@
+"""Packed 4-bit MatMul weights (onnxruntime MatMulNBits) on a tiny real BERT."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+import transformers
+
+from compress.errors import UsageError
+from compress.loading.checkpoint import load
+from compress.metrics import cosine
+from compress.onnx.export import export_onnx
+from compress.onnx.outputs import onnx_outputs
+from compress.onnx.session import open_session
+from compress.predict import torch_outputs
+from compress.quant.nbits import pack_4bit
+from test_ort import _sentences
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=128, max_position_embeddings=32)
+    folder = tmp_path_factory.mktemp("bert") / "bert"
+    transformers.BertModel(config).save_pretrained(folder)
+    model = load(str(folder), seq_len=16)
+    return model, export_onnx(model, folder.parent / "bert.onnx").path
+
+
+def test_every_linear_matmul_is_packed_to_4_bits_and_still_agrees(bert):
+    model, path = bert
+    packed = pack_4bit(path, path.with_name("bert.int4.onnx"), 16)
+    ops = [n.op_type for n in onnx.load(str(packed.path)).graph.node]
+    assert packed.layers == ops.count("MatMulNBits") == 12  # 2 layers x (Q, K, V, out, FFN in, FFN out)
+    assert ops.count("MatMul") == 4  # QK^T and PV multiply activations: float
+    # 4 bits a weight and one float scale per 16: (0.5 + 4/16) / 4 = 0.1875 of the float bytes
+    assert packed.packed_weight_bytes == pytest.approx(0.1875 * packed.float_weight_bytes, rel=0.01)
+    heldout = _sentences(64, 2)
+    assert cosine(onnx_outputs(open_session(packed.path), heldout), torch_outputs(model, heldout)).mean() > 0.95
+
+
+def test_a_graph_without_linear_matmuls_is_refused(tmp_path):
+    cnn = load("tiny_models:cnn")
+    path = export_onnx(cnn, tmp_path / "cnn.onnx").path
+    with pytest.raises(UsageError, match="no MatMul with a constant weight"):
+        pack_4bit(path, tmp_path / "cnn.int4.onnx", 32)
+    assert not (tmp_path / "cnn.int4.onnx").exists()
