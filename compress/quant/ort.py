@@ -154,15 +154,35 @@ def _dynamic(source: Path, target: Path, nodes: list[str]) -> None:
 
 
 def op_summary(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, int]]:
-    """Arithmetic nodes by type that run on integers (fed by DequantizeLinear, or integer kernels)
-    and those left in float."""
+    """Arithmetic nodes by type that run on integers and those left in float. onnxruntime runs a
+    node on integers when it is an integer kernel, or when it is a QDQ unit: its inputs come from
+    DequantizeLinear (every input that is not a constant) and its output goes to a QuantizeLinear (through a Relu or Clip, which the
+    quantization absorbs), or it is a MatMul reading a dequantized weight (fused to
+    MatMulIntegerToFloat). A node fed by DequantizeLinear whose output stays float runs in float."""
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    constants = {i.name for i in graph.initializer} | {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def requantized(node: onnx.NodeProto, depth: int = 0) -> bool:
+        for user in (u for o in node.output for u in consumers.get(o, [])):
+            if user.op_type == "QuantizeLinear" or (depth == 0 and user.op_type in ("Relu", "Clip") and requantized(user, 1)):
+                return True
+        return False
+
     quantized: Counter[str] = Counter()
     kept: Counter[str] = Counter()
+    def fed(node: onnx.NodeProto) -> bool:
+        return any(i in dequantized for i in node.input) and all(i in dequantized or i in constants for i in node.input if i)
+
+    absorbed = {id(u) for n in graph.node if n.op_type in WEIGHT_OPS and fed(n)
+                for o in n.output for u in consumers.get(o, []) if u.op_type in ("Relu", "Clip") and requantized(u, 1)}
     for node in graph.node:
-        if node.op_type in QDQ_OPS:
+        if node.op_type in QDQ_OPS or id(node) in absorbed:
             continue
-        if node.op_type in INTEGER_OPS or any(i in dequantized for i in node.input):
+        if node.op_type in INTEGER_OPS or (fed(node) and (requantized(node) or node.op_type == "MatMul")):
             quantized[node.op_type] += 1
         elif node.op_type not in LAYOUT_OPS:
             kept[node.op_type] += 1
