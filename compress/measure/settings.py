@@ -43,11 +43,11 @@ class BenchSettings(StrictConfig):
         return tuple(dict.fromkeys(values))
 
 
-def speed_verdict(low: float, high: float) -> str:
+def speed_verdict(low: float, high: float, than: str = "the original") -> str:
     """A paired latency ratio's 95% interval in plain words: a slower model is said so, never
     left to be read off a number above 1."""
     if low > 1:
-        return "SLOWER than the original"
+        return f"SLOWER than {than}"
     if high < 1:
-        return "faster than the original"
-    return "no clear difference from the original"
+        return f"faster than {than}"
+    return f"no clear difference from {than}"
