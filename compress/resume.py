@@ -34,8 +34,9 @@ from compress.errors import UsageError
 if TYPE_CHECKING:  # torch comes with it; `compress run --help` reads DEFAULT_EVERY and stays light
     from compress.train import Checkpointing
 
-# Steps between checkpoints when `compress run` is not told (--checkpoint-every): a digits save
-# takes milliseconds, a pruned MiniLM's (weights, two Adam moments, best state) under a second.
+# Steps between checkpoints when `compress run` is not told (--checkpoint-every). Measured on a
+# busy 2-core machine (load 9.5): digits' checkpoint (weights, two Adam moments, best state) is
+# 4.5 MB and saves in 0.09 s; MiniLM's is 364 MB, 1.9-3.4 s, a few % of 100 of its KD steps.
 DEFAULT_EVERY = 100
 
 

@@ -51,3 +51,22 @@ def test_more_processes_than_rows_of_a_batch_are_refused_in_one_line(tmp_path):
                         "an equal share of every batch); use a --batch-size that is a multiple of 2"], refused.stderr
     assert "exitcode  : 2" in refused.stderr.split("Root Cause")[1]  # the first rank to stop exits 2 (torchrun itself exits 1)
     assert not (tmp_path / "x").exists()
+
+
+def test_an_interrupted_two_process_run_resumes_to_the_uninterrupted_weights(tmp_path, monkeypatch):
+    """Ctrl-C on both ranks in distill's step 25 (TINY_INTERRUPT_AT): rank 0's checkpoint of step
+    20 stays, and `--resume` under torchrun ends with the uninterrupted 2-process run's weights."""
+    run = ["run", "--model", "tiny_models:interruptible_cnn", "--input-shape", "1,1,32,32", "--data", "digits:test", "--checkpoint-every", "10"]
+    steps = ["prune", "--ratio", "0.5", "--round-to", "1", "distill", "--data", "digits:train", "--steps", "40", "--eval-every", "20"]
+    whole = _torchrun(*run, "--out", str(tmp_path / "whole"), *steps)
+    assert whole.returncode == 0, whole.stderr
+    monkeypatch.setenv("TINY_INTERRUPT_AT", "25")
+    interrupted = _torchrun(*run, "--out", str(tmp_path / "x"), *steps)
+    monkeypatch.delenv("TINY_INTERRUPT_AT")
+    assert interrupted.returncode != 0 and (tmp_path / ".x.checkpoints" / "step-2-distill.pt").exists(), interrupted.stderr
+    resumed = _torchrun(*run, "--out", str(tmp_path / "x"), "--resume", *steps)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "fit: resuming at step 20/40" in resumed.stderr
+    expected, got = load_file(tmp_path / "whole" / "model" / "model.safetensors"), load_file(tmp_path / "x" / "model" / "model.safetensors")
+    for key, value in expected.items():
+        torch.testing.assert_close(got[key], value, rtol=1e-5, atol=1e-6, msg=key)
