@@ -10,9 +10,12 @@ Determinism: the data order comes from `seed` (epoch e is shuffled with `seed + 
 torch RNG (dropout) is seeded from `seed` inside `torch.random.fork_rng`, so the caller's RNG state
 is the same after `fit` as before, and two fits with the same seed give the same weights.
 
-Built to be extended, not rewritten: the step counter drives everything (learning rate, the data
-position, evaluation), so resuming at step k only has to restore the optimizer, the schedule, the
-RNG state and the best state, then ask `_batches` for the stream from step k.
+Resume: the step counter drives everything (learning rate, the data position, evaluation), so a
+checkpoint (weights, optimizer, schedule, RNG, curve, best state) taken at step k and `_batches`'
+stream from step k end where the uninterrupted fit would (`compress run --resume`: compress/resume.py).
+
+Under torchrun (compress/distributed.py) the same loop wraps the student in DistributedDataParallel
+and trains each rank's equal slice of every global batch; rank 0 evaluates and saves.
 """
 
 from __future__ import annotations
