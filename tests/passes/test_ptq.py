@@ -126,7 +126,8 @@ def test_a_missing_inc_engine_is_refused_before_the_run_starts(runner, tmp_path,
 @pytest.mark.parametrize(
     "options, needles",
     [
-        (["--engine", "inc", "--mode", "dynamic"], ["the inc engine quantizes statically", "--engine ort"]),
+        # Needs the inc extra (a missing one is refused first), which CI installs for the slow tests.
+        pytest.param(["--engine", "inc", "--mode", "dynamic"], ["the inc engine quantizes statically", "--engine ort"], marks=pytest.mark.slow),
         (["--tolerable-loss", "0.01"], ["--tolerable-loss tunes the inc engine", "--engine inc"]),
         (["--weight-bits", "4", "--mode", "static"], ["--weight-bits 4 packs matmul weights", "--engine ort"]),
         (["--block-size", "48"], ["--block-size 48 is not a power of two"]),
