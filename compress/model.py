@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,10 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
+from safetensors.torch import save_file
 from torch import nn
 
-from compress.atomic import write_bytes, write_text
+from compress.atomic import atomic_path, umask, write_bytes, write_text
 from compress.errors import UsageError
 
 Task = Literal["classification", "embedding"]
@@ -115,9 +116,12 @@ def save(model: Model, folder: str | Path) -> Path:
     """Write `model.safetensors` and `model.json` into `folder` (each atomically), and for a
     Hugging Face source its config and tokenizer files under `hf/`."""
     folder = Path(folder)
-    state = {k: v.detach().contiguous().clone() for k, v in model.module.state_dict().items()}
-    # Bytes through write_bytes: safetensors' own file writer leaves the file 0600.
-    write_bytes(folder / WEIGHTS_FILE, safetensors_bytes(state))
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        # The file writer reads the tensors' own memory; safetensors' bytes API held two more
+        # copies of the weights (200 MB at once for MiniLM). It leaves the file 0600: the usual
+        # permissions again after.
+        save_file(_alone_in_storage(model.module.state_dict()), tmp)
+        os.chmod(tmp, 0o666 & ~umask())
     source = model.source
     if source.kind == "hf":
         _copy_hf_files(Path(source.ref), folder / HF_DIR)
@@ -131,6 +135,20 @@ def save(model: Model, folder: str | Path) -> Path:
     }
     write_text(folder / META_FILE, json.dumps(meta, indent=2) + "\n")
     return folder
+
+
+def _alone_in_storage(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` as safetensors takes it, each tensor contiguous and alone in its storage; only a
+    tied (shared) weight or a view is copied, not every weight."""
+    seen: set[int] = set()
+    alone = {}
+    for key, tensor in state.items():
+        tensor = tensor.detach()
+        storage = tensor.untyped_storage()
+        whole = tensor.is_contiguous() and tensor.storage_offset() == 0 and storage.nbytes() == tensor.nbytes
+        alone[key] = tensor if whole and storage.data_ptr() not in seen else tensor.contiguous().clone()
+        seen.add(storage.data_ptr())
+    return alone
 
 
 def _copy_hf_files(origin: Path, target: Path) -> None:

@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from compress.context import Context
 from compress.distributed import current
 from compress.errors import RunFailed, UsageError
+from compress.heap import release_freed
 from compress.metrics import mac_count, param_count, quality, state_bytes
 from compress.model import Model
 from compress.onnx.outputs import onnx_outputs
@@ -109,7 +110,9 @@ def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoin
     torch model with rank 0 (compress.distributed): they skip the ONNX steps and measure nothing."""
     check_order(steps)
     main = current().main
+    release_freed()  # between phases (here: reading the data), so a phase's peak does not stack on the last one's leftovers
     reference = _reference_outputs(ctx) if main else None
+    release_freed()
     record = RunRecord(original=measure(ctx.teacher, ctx, reference, outputs=reference) if main else {}, model=model)
     expected_shape = ctx.teacher(*ctx.teacher.example_inputs).shape
     stats = record.original
@@ -149,6 +152,7 @@ def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoin
             produced={kind: dict(figures) for kind, figures in result.produced.items()},
         ))
         record.model = model
+        release_freed()
     onnx = ctx.artifacts.get("onnx")
     if onnx is not None and ctx.heldout is not None:
         ctx.log(f"quality of the final ONNX ({Path(onnx).name}) on {ctx.heldout.name}")

@@ -87,14 +87,19 @@ def _steps_by_key(recipe: Recipe) -> dict[str, Any]:
 def _run(model: Model, recipe: Recipe, out: Path, *, seed: int, device: str, data: str | None, log: Callable[[str], None],
          inputs: dict[str, str], checkpoints: RunCheckpoints | None) -> dict[str, Any] | None:
     torch.manual_seed(seed)
-    teacher = model.copy()
-    teacher.module.requires_grad_(False)
+    # The original is the teacher and the reference as it is, not a copy: a pass never mutates the
+    # model it is given (it changes a copy), so a copy here only doubled the weights in memory
+    # (90 MB for MiniLM). The weights' digest (`inputs`), taken before the first step and compared
+    # after the last, holds every pass to that contract.
+    teacher = model
     heldout = load_data(data, model) if data else None
     if heldout is not None:
         log(f"quality measured on {data} ({len(heldout)} inputs) against the original")
     ctx = Context(run_dir=out, teacher=teacher, data={} if heldout is None else {"heldout": heldout},
                   heldout_spec=data, seed=seed, device=device, log=log)
     record = run_steps(model, list(recipe.steps), ctx, checkpoints)
+    if state_sha256(teacher.module) != inputs["original_weights"]:
+        raise RuntimeError("a step changed the original model's weights in place; a pass must change a copy (Model.copy)")
     if not current().main:
         return None
     save(record.model, out / "model")

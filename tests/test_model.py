@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -80,3 +81,21 @@ def test_structural_edits_are_replayed_before_the_weights_load(tmp_path, monkeyp
     again = load(str(tmp_path / "saved"))
     assert again(x).shape == (2, 3) and torch.equal(again(x), edited(x))
     assert again.edits == edited.edits
+
+
+def test_tied_and_sliced_weights_save_as_their_values(tmp_path):
+    """Only a weight that shares storage (tied) or is a view is copied for safetensors; the rest
+    are written from their own memory. Either way the file holds each tensor's values."""
+    from safetensors.torch import load_file
+
+    model = load("tiny_models:cnn")
+    model.module.tied = nn.Linear(model.module.head.in_features, 10)
+    model.module.tied.weight = model.module.head.weight  # tied, as HF ties input and output embeddings
+    model.module.register_buffer("strided", torch.arange(12.0).reshape(3, 4).t())  # a view, not contiguous
+    save(model, tmp_path / "saved")
+    written = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    state = model.module.state_dict()
+    assert written.keys() == state.keys() and all(torch.equal(written[k], state[k]) for k in state)
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "saved" / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~mask

@@ -204,3 +204,24 @@ def test_a_pass_seed_left_unset_is_the_runs_seed():
     assert with_run_seed(unset, 5).seed == 5 and with_run_seed(own, 5).seed == 3
     export = make_step("export", {}).config  # no seed field: unchanged
     assert with_run_seed(export, 5) is export
+
+
+def test_the_original_is_the_teacher_itself_and_a_pass_that_changes_it_in_place_fails(tmp_path, monkeypatch):
+    seen = {}
+
+    def spy(model, config, ctx):
+        seen["teacher_is_the_model"] = ctx.teacher is model  # shared, not a deep copy of the weights
+        return Result(model)
+
+    def in_place(model, config, ctx):
+        with torch.no_grad():
+            model.module.head.bias.add_(1.0)  # breaks the contract: a pass changes a copy
+        return Result(model)
+
+    monkeypatch.setitem(PASSES, "spy", _fake("nothing", fn=spy))
+    monkeypatch.setitem(PASSES, "in_place", _fake("nothing", fn=in_place))
+    model = load("tiny_models:cnn")
+    run_recipe(model, Recipe((Step("spy", make_step("export", {}).config),)), tmp_path / "run")
+    assert seen == {"teacher_is_the_model": True}
+    with pytest.raises(RuntimeError, match="a step changed the original model's weights in place"):
+        run_recipe(model, Recipe((Step("in_place", make_step("export", {}).config),)), tmp_path / "other")

@@ -74,9 +74,9 @@ def token_id_range(path: str, input_name: str) -> tuple[int, int]:
 
 
 def vocabulary_size(path: str, input_name: str) -> int | None:
-    import onnx  # only text models get here
+    from compress.onnx.structure import load_structure  # onnx: only text models get here
 
-    graph = onnx.load(path, load_external_data=False).graph
+    graph = load_structure(path).graph
     tables = {init.name: init.dims[0] for init in graph.initializer if len(init.dims) == 2}
     names = {input_name}
     for node in graph.node:  # nodes are in topological order

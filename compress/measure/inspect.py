@@ -46,12 +46,12 @@ def _record(name: str, shapes: dict[str, list[int]]):
 
 
 def inspect_onnx(path: Path) -> dict[str, Any]:
-    import onnx
+    from compress.onnx.structure import load_structure  # onnx: when an ONNX file is inspected
 
     if not path.is_file():
         raise UsageError("ONNX file", path, "not found; check the path")
     try:
-        proto = onnx.load(str(path))
+        proto = load_structure(path)
     except Exception as exc:  # onnx raises DecodeError and others for files that are not ONNX
         raise UsageError("ONNX file", path, f"is not a readable ONNX model ({type(exc).__name__}); export it again") from exc
     initializer_params = sum(math.prod(t.dims) for t in proto.graph.initializer)

@@ -19,7 +19,9 @@ import torch
 
 from compress.atomic import atomic_path
 from compress.errors import RunFailed
+from compress.heap import release_freed
 from compress.model import Model
+from compress.onnx.structure import load_structure
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,13 @@ def export_onnx(model: Model, path: str | Path, opset: int = 17, exporters: tupl
                 errors.append(f"{exporter}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
         else:
             raise RunFailed(f"no exporter could export {model.name} ({'; '.join(errors)})")
-        proto = onnx.load(str(tmp))
+        release_freed()  # the exporter's graph and serialized copies are garbage before the checker reads the file
         try:
-            onnx.checker.check_model(proto, full_check=True)
+            # Given the path, the checker reads the file in C++: no Python copy of the weights.
+            onnx.checker.check_model(str(tmp), full_check=True)
         except onnx.checker.ValidationError as exc:
             raise RunFailed(f"onnx.checker rejects the {exporter} graph: {str(exc).splitlines()[0]}") from exc
-        real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        real_opset = next(o.version for o in load_structure(tmp).opset_import if o.domain in ("", "ai.onnx"))
     return Exported(path, exporter, real_opset, path.stat().st_size)
 
 

@@ -52,11 +52,13 @@ def export_checked(model: Model, config: ExportConfig, filename: str, ctx: Conte
     """Export `model` to `filename` in the run folder with `config`, then check onnxruntime
     against torch; RunFailed over tolerance. The bench pass exports the original through here
     too: one export config, one check, for both graphs."""
+    from compress.heap import release_freed
     from compress.onnx.export import export_onnx  # torch and onnx: imported when a step runs, not with PASSES
     from compress.onnx.parity import check_parity, probes
 
     ctx.log(f"export: exporting {model.name} to {filename} (opset {config.opset})")
     exported = export_onnx(model, ctx.run_dir / filename, config.opset)
+    release_freed()  # the checker's copy is garbage now; parity opens a session and runs both models
     # Held-out inputs where there are some; random probes at two batch sizes (two sequence
     # lengths for text) always, so a graph that fixed the example's batch or length fails here.
     datasets = ([ctx.heldout.head(config.parity_samples)] if ctx.heldout is not None else []) + probes(model, ctx.seed)

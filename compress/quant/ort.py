@@ -28,6 +28,7 @@ import onnx
 from compress.atomic import atomic_path
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
+from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
 from compress.quant.options import Activations, Mode
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
@@ -80,7 +81,7 @@ def quantize_onnx(
 ) -> OrtQuantized:
     """Quantize `source` into `target` (written atomically); `calibration` feeds static ranges.
     Nodes of the operator types in `keep_float` stay float (compress.quant.slow_ops)."""
-    graph = onnx.load(str(source), load_external_data=False).graph
+    graph = load_structure(source).graph
     weights = weight_nodes(graph)
     if not any(n.op_type in WEIGHT_OPS for n in weights):
         raise UsageError("model", source, "has no Conv, Gemm or MatMul with constant weights, so there is nothing to quantize; give a model with such layers")
@@ -109,7 +110,7 @@ def quantize_onnx(
             raise
         except Exception as exc:  # onnxruntime's quantizer raises untyped errors from deep inside
             raise RunFailed(f"onnxruntime {chosen} quantization of {source} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        quantized, kept = op_summary(onnx.load(str(tmp)).graph)
+        quantized, kept = op_summary(load_structure(tmp).graph)
     return OrtQuantized(target, chosen, activations if chosen == "static" else "uint8, dynamic per call",
                         preprocess, rows, quantized, kept, target.stat().st_size)
 

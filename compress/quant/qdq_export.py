@@ -24,6 +24,7 @@ from compress.data.specs import Dataset
 from compress.errors import RunFailed
 from compress.model import Model
 from compress.onnx.export import export_onnx
+from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
 from compress.quant.fake import DynamicQuantizer, QuantLayer, quant_layers
 from compress.quant.ort import has_integer_inputs, op_summary, quiet
@@ -72,7 +73,7 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
                     _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration)
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            quantized, kept = op_summary(onnx.load(str(tmp)).graph)
+            quantized, kept = op_summary(load_structure(tmp).graph)
     return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept)
 
 

@@ -21,7 +21,7 @@ def state_sha256(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for key, tensor in sorted(module.state_dict().items()):
         digest.update(key.encode())
-        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+        digest.update(tensor.detach().contiguous().cpu().numpy())  # the array's own buffer: no copy of the weights
     return digest.hexdigest()
 
 
