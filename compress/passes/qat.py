@@ -56,7 +56,7 @@ class QatConfig(StrictConfig):
 
 
 def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
-    from compress.data.specs import train_split
+    from compress.data.specs import Dataset, train_split
     from compress.quant.calibration import text_inputs
     from compress.quant.edits import FAKE_QUANT, FOLD_BN
     from compress.quant.fake import wrap
@@ -81,7 +81,8 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     if not layers:
         _no_layers(model, config)
     activations = "dynamic" if text_inputs(model.example_inputs) else "static"
-    calibration = list(data.head(config.calibration_samples).batches(config.batch_size))
+    # Text sorted by length and each batch cut to its longest real sequence, as every inference over text.
+    calibration = [Dataset(data.name, inputs) for _, inputs in data.head(config.calibration_samples).padded_batches(config.batch_size)]
     shared, signed, samples = probe(module, layers, calibration)
     wrap(module, layers, config.bits, shared, signed, activations)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)

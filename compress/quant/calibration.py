@@ -1,9 +1,11 @@
 """Calibration batches for onnxruntime's quantizer, read from a `Dataset`.
 
-Text batches are cut to their longest real sentence: columns that are padding in every row of a
-batch never reach the range statistics, so padded positions (and the -3.4e38 that an attention
-mask adds to their scores) do not widen the activation ranges (research/baselines.md: static QDQ
-over MiniLM with padded calibration collapsed to cosine 0.35).
+Text is sorted by length and each batch cut to its longest real sentence (`Dataset.padded_batches`,
+as for every other inference over text): columns that are padding in every row of a batch never
+reach the range statistics, so padded positions (and the -3.4e38 that an attention mask adds to
+their scores) do not widen the activation ranges (research/baselines.md: static QDQ over MiniLM
+with padded calibration collapsed to cosine 0.35), and sorting leaves few such positions in a
+batch. Integer inputs without a known mask (a tensors file) are cut by the input named "mask".
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class DatasetReader(CalibrationDataReader):
     """Feeds `data` to onnxruntime's calibrator in batches, inputs named as the graph names them."""
 
     def __init__(self, data: Dataset, input_names: list[str], batch_size: int) -> None:
-        self.feeds = [_feeds(batch, input_names) for batch in data.batches(batch_size)]
+        self.feeds = [_feeds(inputs, input_names) for _, inputs in data.padded_batches(batch_size)]
         self.rows = len(data)
         self._next = iter(self.feeds)
 
@@ -30,14 +32,14 @@ class DatasetReader(CalibrationDataReader):
         self._next = iter(self.feeds)
 
 
-def _feeds(batch: Dataset, input_names: list[str]) -> dict[str, np.ndarray]:
-    length = real_length(batch, input_names)
-    return {name: (x[:, :length] if length is not None else x).numpy() for name, x in zip(input_names, batch.inputs)}
+def _feeds(inputs: tuple[torch.Tensor, ...], input_names: list[str]) -> dict[str, np.ndarray]:
+    length = real_length(inputs, input_names)
+    return {name: (x[:, :length] if length is not None else x).numpy() for name, x in zip(input_names, inputs)}
 
 
-def real_length(batch: Dataset, input_names: list[str]) -> int | None:
+def real_length(inputs: tuple[torch.Tensor, ...], input_names: list[str]) -> int | None:
     """Longest unpadded sequence in a text batch (from its attention mask); None for other inputs."""
-    for name, x in zip(input_names, batch.inputs):
+    for name, x in zip(input_names, inputs):
         if "mask" in name.lower() and x.dim() == 2 and not x.is_floating_point():
             lengths = x.ne(0).sum(dim=1)
             return max(1, int(lengths.max()))

@@ -13,6 +13,7 @@ from compress.data.specs import Dataset
 from compress.errors import UsageError
 from compress.loading.checkpoint import load
 from compress.model import save
+from compress.passes.qat import QatConfig, qat
 from compress.pipeline import run
 from compress.quant.fake import quant_layers
 from compress.quant.history import quantization_of
@@ -133,6 +134,22 @@ def test_text_encoder_qat_exports_dynamic_int8_with_its_learned_weight_steps(tmp
     again = load(str(save(record.model, tmp_path / "saved")))
     ids = _ids(4, 3).inputs
     assert torch.equal(again(*ids), record.model(*ids))
+
+
+def test_text_calibration_batches_are_sorted_and_trimmed(tmp_path, bert, monkeypatch):
+    import compress.quant.prepare as prepare
+
+    widths = []
+    real_probe = prepare.probe
+
+    def spy(module, layers, batches):
+        widths.extend(batch.inputs[0].shape[1] for batch in batches)
+        return real_probe(module, layers, batches)
+
+    monkeypatch.setattr(prepare, "probe", spy)
+    model, _ = bert
+    qat(model, QatConfig(**{**FAST, "data": "ids", "steps": 0, "calibration_samples": 64, "batch_size": 32}), _text_ctx(tmp_path, model))
+    assert widths == [16, 10]  # the 32 whole rows first, then the 32 padded after position 10, cut there
 
 
 def test_onnx_weights_are_the_learned_grid(tmp_path, bert):

@@ -93,11 +93,24 @@ def test_text_batches_are_cut_to_their_longest_sentence():
     ids = torch.arange(24).reshape(3, 8)
     mask = torch.tensor([[1] * 3 + [0] * 5, [1] * 5 + [0] * 3, [1] * 2 + [0] * 6])
     data = Dataset("t", (ids, mask))
-    assert real_length(data, ["input_ids", "attention_mask"]) == 5
+    assert real_length(data.inputs, ["input_ids", "attention_mask"]) == 5
     reader = DatasetReader(data, ["input_ids", "attention_mask"], batch_size=2)
     shapes = [tuple(feed["input_ids"].shape) for feed in iter(reader.get_next, None)]
     assert shapes == [(2, 5), (1, 2)]
-    assert real_length(_images(2, 0), ["input"]) is None
+    assert real_length(_images(2, 0).inputs, ["input"]) is None
+
+
+def test_text_calibration_is_sorted_by_length_before_it_is_cut():
+    """Text with a known mask (every text:... spec) is batched longest first, as reference outputs
+    and parity are, so each batch carries little padding; every row is still fed once."""
+    lengths = [2, 5, 3, 5]
+    ids = torch.arange(1, 25).reshape(4, 6)
+    mask = (torch.arange(6)[None] < torch.tensor(lengths)[:, None]).long()
+    reader = DatasetReader(Dataset("t", (ids * mask, mask), mask_input=1), ["input_ids", "attention_mask"], batch_size=2)
+    feeds = list(iter(reader.get_next, None))
+    assert [tuple(f["input_ids"].shape) for f in feeds] == [(2, 5), (2, 3)]  # in file order: (2, 5), (2, 5)
+    fed = sorted(tuple(row[row != 0].tolist()) for f in feeds for row in torch.from_numpy(f["input_ids"]))
+    assert fed == sorted(tuple(row[row != 0].tolist()) for row in ids * mask)
 
 
 @pytest.fixture(scope="module")
