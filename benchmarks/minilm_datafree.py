@@ -13,7 +13,8 @@ does (`distill --data text:train` for `real`), run in one process so the pruned 
 once. The work folder is benchmarks/work/minilm_datafree (ignored by git); synthetic sets come
 from the cache when the same one was made before (set COMPRESS_CACHE_DIR to time synthesis).
 
-    nice -n 5 .venv/bin/python benchmarks/minilm_datafree.py --steps 300 real random vocab-rank diverse
+    nice -n 5 .venv/bin/python benchmarks/minilm_datafree.py --steps 100 random vocab-rank real diverse
+    nice -n 5 .venv/bin/python benchmarks/minilm_datafree.py --steps 100 --distill '{"attention": 1.0, "value_relation": 1.0, "relation_layers": "map"}' diverse
 """
 
 from __future__ import annotations

@@ -89,3 +89,16 @@ def test_figures_report_coverage_and_per_layer_errors(tmp_path):
 def test_a_model_without_batchnorm_is_refused():
     with pytest.raises(UsageError, match="BatchNorm"):
         image_input_shape(load("tiny_models:cnn_without_bn"))
+
+
+def test_a_set_written_before_sets_named_their_inputs_still_reads_as_images(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    images, targets = torch.randn(3, 1, 8, 8), torch.tensor([0, 1, 2])
+    metadata = {"format": "compress-synthetic-set", "version": "1", "teacher_sha256": "ab" * 32, "seed": "0",
+                "settings": json.dumps(FAST.model_dump()), "input_shape": "[1, 8, 8]", "figures": "{}"}
+    save_file({"images": images, "targets": targets}, str(tmp_path / "old.safetensors"), metadata=metadata)
+    old = read_set(tmp_path / "old.safetensors", "ab" * 32)
+    assert old.input_names == ("images",) and torch.equal(old.inputs[0], images) and torch.equal(old.targets, targets)
