@@ -223,7 +223,7 @@ class _Best:
     def offer(self, student: nn.Module, step: int, metric: float | None) -> None:
         if metric is None:
             self.step = step  # without evaluation the last state is the result
-        elif self.metric is None or metric > self.metric:
+        elif self.metric is None or metric >= self.metric:  # on a tie the later state, trained longer, wins
             self.step, self.metric, self.state = step, metric, _snapshot(student)
 
     def restore(self, student: nn.Module) -> None:

@@ -80,6 +80,13 @@ def test_fit_keeps_the_best_held_out_state():
     assert not all(torch.equal(v, states[-1][k]) for k, v in student.state_dict().items())
 
 
+def test_on_a_tie_fit_keeps_the_later_state():
+    # A small held-aside set saturates (agreement 1.0 from early on); the later state has trained longer.
+    scores = iter([0.5, 1.0, 1.0, 1.0])
+    result = fit(_student(), _mse, _regression(), FitConfig(steps=30, lr=1e-2, batch_size=32, eval_every=10), evaluate=lambda _: next(scores))
+    assert (result.best_step, result.best_metric) == (30, 1.0)
+
+
 def test_fit_never_returns_a_student_worse_than_its_start():
     student = _student()
     start = {k: v.clone() for k, v in student.state_dict().items()}

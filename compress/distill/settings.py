@@ -27,6 +27,7 @@ class InversionSettings(StrictConfig):
     jitter_px: int = Field(2, ge=0, le=64, description="random roll of the inputs by up to this many pixels each step")
     flip: bool = Field(False, description="random horizontal flips each step (off for digits and text-like images, whose mirror image is not in the data)")
     downsample: int = Field(4, ge=1, le=16, description="optimise the inputs at 1/downsample of the resolution and upsample them bilinearly (fewer free pixels: smooth inputs in fewer steps; 1 is plain DeepInversion)")
+    generator: bool = Field(False, description="optimise a small Genie-style generator (fresh per batch) and one learned latent per input instead of the pixels themselves")
 
 
 TextMethod = Literal["random", "vocab-rank", "diverse"]

@@ -16,7 +16,9 @@ statistics without labels. The levers here, chosen to make it fast on a small CP
 - random jitter (a roll of up to `jitter_px` pixels) and optional flips each step, so the images
   do not overfit one alignment of the receptive fields;
 - optionally, the adaptive competition of ADI (eq. 8): 1 - JS(student, teacher), pushing images
-  to where a given student still disagrees with the teacher.
+  to where a given student still disagrees with the teacher;
+- optionally (`generator`), Genie's parametrisation: a small generator and learned latents instead
+  of the pixels (compress/distill/generator.py).
 
 Target classes are balanced: each batch cycles through the classes in a seeded random order.
 """
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from compress.distill.generator import GeneratorInputs, PixelInputs
 from compress.distill.settings import InversionSettings
 
 
@@ -63,7 +66,10 @@ class BNStatistics:
     def _record(self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         x = inputs[0]
         dims = [d for d in range(x.dim()) if d != 1]
-        var, mean = torch.var_mean(x, dim=dims, correction=0)
+        # E[x^2] - E[x]^2 rather than torch.var_mean: the same figure, but the two plain reductions
+        # and their backward run 1.3-1.9x faster on CPU over (N, H, W) (measured for digits' layers).
+        mean = x.mean(dim=dims)
+        var = (x * x).mean(dim=dims) - mean * mean
         self.batch.append((mean, var))
 
     def per_layer_loss(self) -> torch.Tensor:
@@ -178,23 +184,19 @@ def _output_classes(teacher: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 def _invert_batch(teacher, stats, input_shape, targets, settings, generator, student):
     n = len(targets)
-    channels, height, width = input_shape
+    _, height, width = input_shape
     low = (max(1, height // settings.downsample), max(1, width // settings.downsample))
-    latent = torch.randn(n, channels, *low, generator=generator).requires_grad_(True)
-    optimizer = torch.optim.Adam([latent], lr=settings.lr, betas=(0.5, 0.9))
+    inputs = (GeneratorInputs if settings.generator else PixelInputs)(n, input_shape, low, generator)
+    optimizer = torch.optim.Adam(inputs.param_groups(settings.lr), betas=(0.5, 0.9))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.steps)
     layer_weights = torch.ones(len(stats.layers))
     if len(stats.layers):
         layer_weights[0] = settings.first_bn_weight
 
-    def images() -> torch.Tensor:
-        if low == (height, width):
-            return latent
-        return F.interpolate(latent, size=(height, width), mode="bilinear", align_corners=False)
-
-    before = _measure(teacher, stats, images().detach())
+    with torch.no_grad():
+        before = _measure(teacher, stats, inputs())
     for _ in range(settings.steps):
-        x = _augment(images(), settings, generator)
+        x = _augment(inputs(), settings, generator)
         stats.clear()
         logits = teacher(x)
         loss = settings.bn_weight * (layer_weights * stats.per_layer_loss()).sum()
@@ -206,7 +208,8 @@ def _invert_batch(teacher, stats, input_shape, targets, settings, generator, stu
         loss.backward()
         optimizer.step()
         schedule.step()
-    final = images().detach()
+    with torch.no_grad():
+        final = inputs()
     return final, before, _measure(teacher, stats, final)
 
 

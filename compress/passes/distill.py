@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from compress.config import StrictConfig
 from compress.context import Context, Result
+from compress.passes.synthesize import SYNTHETIC, training_data
 
 if TYPE_CHECKING:  # torch comes with these; the PASSES table imports this module and must stay light
     import torch
@@ -78,7 +79,7 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     from compress.reporting.plot import kd_curve_plot
     from compress.train import FitConfig, fit
 
-    train, synthesized = _training_data(model, config, ctx)
+    train, synthesized = training_data(model, config.data, "distill", ctx)
     student = model.copy()
     student.module.requires_grad_(True)  # every weight of the student trains, whatever its input froze
     teacher = ctx.teacher.module if torch.device(ctx.device).type == "cpu" else copy.deepcopy(ctx.teacher.module).to(ctx.device)
@@ -121,28 +122,11 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         "data": train.name,
     }
     artifacts = {"kd_curve": curve}
-    if synthesized is not None:  # made here (no synthesize step before): its figures and files too
-        figures.update({f"synthetic_{k}": v for k, v in synthesized.figures.items()})
-        artifacts.update(synthesized.artifacts)
-    return Result(student, figures, artifacts)
-
-
-SYNTHETIC = "synthetic"
-
-
-def _training_data(model: Model, config: DistillConfig, ctx: Context) -> tuple[Dataset, Result | None]:
-    """The pass's own --data; data-free (`synthetic`, the default) reads the run's synthetic set,
-    and makes one with synthesize's defaults when no synthesize step ran before (returning that
-    step's Result, so its figures and files are reported)."""
-    if config.data is not None and config.data != SYNTHETIC:
-        return ctx.dataset(config.data, "train"), None
-    if SYNTHETIC in ctx.data:
-        return ctx.data[SYNTHETIC], None
-    from compress.passes.synthesize import SynthesizeConfig, synthesize
-
-    ctx.log("distill: no synthetic set in this run yet: synthesizing one with synthesize's defaults (give --data for real data)")
-    made = synthesize(model, SynthesizeConfig(), ctx)
-    return made.data[SYNTHETIC], made
+    if synthesized is None:
+        return Result(student, figures, artifacts)
+    # Made here (no synthesize step before): its figures and files too, and the set for later steps.
+    figures.update({f"synthetic_{k}": v for k, v in synthesized.figures.items()})
+    return Result(student, figures, {**artifacts, **synthesized.artifacts}, data=synthesized.data)
 
 
 def _augmentation(config: DistillConfig, model: Model, synthetic: bool):

@@ -101,10 +101,14 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
 
 def _qat_calibration(model: Model, ctx: Context):
     """The data `qat` trained on (recorded in its edit), as calibration for the operators between
-    the quantized layers."""
+    the quantized layers: the run's synthetic set when qat was data-free (a saved model exported in
+    another run has none: then only the quantized layers get Q/DQ)."""
+    from compress.passes.synthesize import SYNTHETIC
     from compress.quant.edits import FAKE_QUANT
 
     spec = next((e.get("data") for e in reversed(model.edits) if e.get("kind") == FAKE_QUANT), None)
+    if spec == SYNTHETIC:
+        return ctx.data[SYNTHETIC].head(256) if SYNTHETIC in ctx.data else None
     return ctx.dataset(spec, "calibration").head(256) if spec else None
 
 

@@ -4,7 +4,8 @@ float teacher through the one fit loop.
 BatchNorm is folded into the convolutions first; every Conv2d / Linear not matched by `--ignore`
 gets LSQ fake quantizers (weights per output channel at `--bits`, inputs per tensor at 8 bits),
 initialised from calibration data (min/max or MSE); then the student trains against the teacher's
-outputs. Text encoders quantize their Linear inputs dynamically (one uint8 range per tensor per
+outputs, on the run's synthetic set unless `--data` names real data (data-free by default, as
+`distill`). Text encoders quantize their Linear inputs dynamically (one uint8 range per tensor per
 call, as onnxruntime's dynamic MatMul does; the layers never reaching the output, such as BERT's
 unused pooler, stay float). With `--intervention` (Transformer encoders), Teacher Intervention
 (compress/quant/intervention.py) runs a first phase with the teacher's attention tensors swapped
@@ -21,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 from compress.config import StrictConfig
 from compress.context import Context, Result
 from compress.errors import UsageError
+from compress.passes.synthesize import SYNTHETIC, training_data
 from compress.quant.history import mark_quantized, refuse_if_quantized
 from compress.quant.options import Bits, Init
 
@@ -32,7 +34,7 @@ class QatConfig(StrictConfig):
     bits: Bits = Field("8", description="weight bits: 8, 4, 3, 2 or ternary (2 and ternary share the grid {-1, 0, 1} x step; ternary starts from TWN's step); activations stay 8-bit")
     init: Init = Field("mse", description="how the steps start: the largest magnitude (minmax) or the clipping with the least squared error (mse)")
     ignore: tuple[str, ...] = Field((), description="glob of layer names to keep in float, e.g. 'head' or 'layer1.*'")
-    data: str | None = Field(None, description="training and calibration data spec (default: the training split of the model's own data, e.g. digits:train); never the held-out spec")
+    data: str | None = Field(None, description="training and calibration data: `synthetic` (data-free: the set of an earlier synthesize or distill step, else one made now with synthesize's defaults) or a spec such as digits:train or text:train (never the held-out data); default synthetic")
     steps: int = Field(100, ge=0, le=1_000_000, description="optimizer steps of KD training (0: calibration only)")
     lr: float = Field(1e-4, gt=0, le=1, description="peak AdamW learning rate (weights and steps)")
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
@@ -56,7 +58,7 @@ class QatConfig(StrictConfig):
 
 
 def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
-    from compress.data.specs import Dataset, train_split
+    from compress.data.specs import Dataset
     from compress.quant.calibration import text_inputs
     from compress.quant.edits import FAKE_QUANT, FOLD_BN
     from compress.quant.fake import wrap
@@ -67,12 +69,10 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     refuse_if_quantized(model, "qat", "quantize once; start again from the float model")
     if not quantizable(model.module, config.ignore):  # before the data: the model is the first thing wrong
         _no_layers(model, config)
-    spec = config.data or train_split(ctx.heldout_spec or model.eval_data)
-    if spec is None:
-        raise UsageError("qat --data", "none given", "give training data, e.g. --data digits:train or --data text:train")
+    spec = config.data or SYNTHETIC
     if config.intervention != "none":
         check_same_architecture(ctx.teacher.module, model.module, config.intervention)
-    data = ctx.dataset(spec, "train")
+    data, synthesized = training_data(model, spec, "qat", ctx)
     student = model.copy()
     module = student.module
     pairs = conv_bn_pairs(module)
@@ -94,11 +94,16 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
             f"steps from {config.init} on {data.name}" + (f", Teacher Intervention {config.intervention}" if config.intervention != "none" else ""))
     figures = {"bits": config.bits, "activations": activations, "quantized_layers": len(layers), "float_layers": ", ".join(config.ignore) or "none",
                "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
-               "intervention": config.intervention}
+               "intervention": config.intervention, "data": data.name}
     if config.steps:
         figures |= _train(student, model, config, ctx, data)
     module.eval()
-    return Result(mark_quantized(student, **{"pass": "qat", "bits": config.bits}), figures)
+    quantized = mark_quantized(student, **{"pass": "qat", "bits": config.bits})
+    if synthesized is None:
+        return Result(quantized, figures)
+    # Made here (no earlier step made one): its figures and files too, and the set for later steps.
+    figures.update({f"synthetic_{k}": v for k, v in synthesized.figures.items()})
+    return Result(quantized, figures, synthesized.artifacts, data=synthesized.data)
 
 
 def _no_layers(model: Model, config: QatConfig) -> None:

@@ -28,8 +28,12 @@ from compress.distill.settings import InversionSettings, TextSynthesisSettings
 if TYPE_CHECKING:
     from torch import nn
 
+    from compress.data.specs import Dataset
     from compress.distill.synthetic_set import SyntheticSet
     from compress.model import Model
+
+# The data spec that names the run's synthetic set (distill's and qat's default).
+SYNTHETIC = "synthetic"
 
 
 class SynthesizeConfig(TextSynthesisSettings, InversionSettings):  # image fields list first
@@ -45,7 +49,7 @@ def synthesize(model: Model, config: SynthesizeConfig, ctx: Context) -> Result:
     names = made.input_names
     data = Dataset(f"synthetic ({len(made.inputs[0])} inputs from {ctx.teacher.name})", made.inputs,
                    mask_input=names.index("attention_mask") if "attention_mask" in names else None)
-    return Result(model, dict(made.figures), artifacts, data={"synthetic": data})
+    return Result(model, dict(made.figures), artifacts, data={SYNTHETIC: data})
 
 
 def make_synthetic(teacher: Model, config: SynthesizeConfig, run_dir: Path, *, seed: int = 0,
@@ -66,3 +70,16 @@ def make_synthetic(teacher: Model, config: SynthesizeConfig, run_dir: Path, *, s
     settings = InversionSettings(**{k: given[k] for k in InversionSettings.model_fields})
     made = make_set(teacher, settings, run_dir, set_file=config.set_file, seed=seed, log=log, student=student)
     return made, set_artifacts(run_dir)
+
+
+def training_data(model: Model, spec: str | None, needed_by: str, ctx: Context) -> tuple[Dataset, Result | None]:
+    """A training pass's data: its own spec, or (`synthetic`, the default) the run's synthetic set,
+    made now with synthesize's defaults when no synthesize step ran before; then that step's Result
+    comes back too, so the caller reports its figures and files and hands the set on to later steps."""
+    if spec is not None and spec != SYNTHETIC:
+        return ctx.dataset(spec, "train"), None
+    if SYNTHETIC in ctx.data:
+        return ctx.data[SYNTHETIC], None
+    ctx.log(f"{needed_by}: no synthetic set in this run yet: synthesizing one with synthesize's defaults (give --data for real data)")
+    made = synthesize(model, SynthesizeConfig(), ctx)
+    return made.data[SYNTHETIC], made

@@ -81,3 +81,13 @@ def test_competition_is_low_when_student_disagrees():
     teacher = torch.tensor([[10.0, 0.0], [0.0, 10.0]])
     assert js_competition(teacher, teacher) == 1.0  # agreement: nothing to gain
     assert js_competition(-teacher, teacher) < 1.0
+
+
+def test_the_generator_option_lowers_the_bn_loss_and_is_seeded():
+    settings = FAST.model_copy(update={"generator": True, "downsample": 1})
+    a, b = (invert(seeded_cnn(), (1, 8, 8), settings, seed=0) for _ in range(2))
+    assert a.images.shape == (16, 1, 8, 8) and torch.isfinite(a.images).all()
+    assert a.bn_loss_after < 0.95 * a.bn_loss_before  # the random tiny net's statistics are far from any image's
+    assert torch.equal(a.images, b.images)  # its weights and latents come from the inversion's seed, not torch's global RNG
+    # Genie's output BN (no affine) standardises each batch of 8 images.
+    assert abs(a.images[:8].mean().item()) < 0.05 and abs(a.images[:8].std(unbiased=False).item() - 1) < 0.05

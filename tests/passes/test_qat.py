@@ -173,3 +173,14 @@ def test_intervention_after_pruning_is_refused(tmp_path, bert):
     steps = [make_step("prune", {"head_ratio": 0.5}), make_step("qat", {**FAST, "data": "ids", "intervention": "g"})]
     with pytest.raises(UsageError, match="same architecture before QAT"):
         run(model, steps, _text_ctx(tmp_path, model))
+
+
+def test_qat_is_data_free_by_default(tmp_path, model):
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _images(64, 2)})
+    steps = [make_step("synthesize", {"images": 32, "batch_size": 16, "steps": 2}), make_step("qat", FAST), make_step("export", {})]
+    record = run(model, steps, ctx)
+    assert record.steps[1].figures["data"].startswith("synthetic (32 inputs")
+    export = record.steps[2].figures
+    assert "Conv 2" in export["quantized_ops"] and export["fake_quant_agreement"] >= 0.95
+    assert "Add 1" in export["quantized_ops"] and export["float_ops"] == "none"  # ranged on the synthetic set, as on real data
+
