@@ -57,6 +57,10 @@ def _run_steps(steps, model_spec, recipe_path, out, data, seed, device, as_json,
     log = progress_logger()
     if out is not None:  # fail before the (possibly slow) model load
         check_out(out)
+    if data is not None:  # a step's own --data that is the held-out data: refused before the load too
+        from compress.pipeline import check_data
+
+        check_data(recipe.steps, data)
     check_device(device)
     model = load_model(spec, weights, input_shapes, seq_len, task, trust_pickle, output_name, seed)
     out = Path(out or ("runs/default" if is_default and not model_spec else f"runs/{model.name}"))

@@ -61,8 +61,7 @@ class Context:
     def dataset(self, spec: str, role: Role) -> Dataset:
         """Read the data `spec` for `role` (a pass's own `--data`), tokenized for the teacher;
         the held-out spec is refused, so no figure is measured on data the model was fit to."""
-        if role != "heldout" and self.heldout_spec is not None and spec == self.heldout_spec:
-            raise UsageError(f"{role} data", spec, f"is the held-out data quality is measured on; use another split, e.g. {_other_split(spec)}")
+        refuse_heldout(spec, role, self.heldout_spec)
         from compress.data.specs import load_data
 
         return load_data(spec, self.teacher)
@@ -81,6 +80,12 @@ def check_device(device: str) -> str:
         if not torch.cuda.is_available():
             raise UsageError("device", device, f"this torch ({torch.__version__}) sees no CUDA device; use --device cpu")
     return device
+
+
+def refuse_heldout(spec: str, role: str, heldout_spec: str | None) -> None:
+    """A UsageError when a pass's own data (`role` other than heldout) is the held-out spec."""
+    if role != "heldout" and heldout_spec is not None and spec == heldout_spec:
+        raise UsageError(f"{role} data", spec, f"is the held-out data quality is measured on; use another split, e.g. {_other_split(spec)}")
 
 
 def _other_split(spec: str) -> str:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from pydantic import BaseModel
 
-from compress.context import Context
+from compress.context import Context, refuse_heldout
 from compress.distributed import current
 from compress.errors import RunFailed, UsageError
 from compress.heap import release_freed
@@ -97,6 +97,19 @@ def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:
     if lost is not None:
         return f"{lost[0]} changed the model after its ONNX was written; put {_givers(need)} between {lost[1]} and {name}"
     return f"put {_givers(need)} before {name}"
+
+
+# The role a step's own `data` plays, where it is not training data (the words of the refusal).
+DATA_ROLES = {"ptq": "calibration"}
+
+
+def check_data(steps: Sequence[Step], heldout_spec: str | None) -> None:
+    """Refuse, before any step runs, a step whose own `data` is the held-out spec (the same refusal
+    `Context.dataset` makes when the step reads it)."""
+    for step in steps:
+        spec = getattr(step.config, "data", None)
+        if isinstance(spec, str):
+            refuse_heldout(spec, DATA_ROLES.get(step.name, "train"), heldout_spec)
 
 
 def _givers(kind: str) -> str:

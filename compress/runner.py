@@ -19,7 +19,7 @@ from compress.distributed import current, process_group, rank_device
 from compress.data.specs import load_data
 from compress.reporting.gate import check
 from compress.model import Model, save
-from compress.pipeline import run as run_steps
+from compress.pipeline import check_data, run as run_steps
 from compress.recipe import Recipe
 from compress.resume import DEFAULT_EVERY, RunCheckpoints, open_checkpoints
 from compress.rundir import checkpoint_folder, relative_paths, run_folder
@@ -53,6 +53,7 @@ def run(
     """
     check_device(device)
     data = data or model.eval_data
+    check_data(recipe.steps, data)
     inputs = {"original_weights": state_sha256(model.module), **(inputs_sha256 or {})}
     made_from = {"model": model.source.to_dict(), "inputs": inputs, "recipe": _steps_by_key(recipe), "seed": seed, "data": data}
     folder = checkpoint_folder(Path(out).resolve())

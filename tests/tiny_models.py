@@ -267,3 +267,23 @@ class ValueBranch(TinyCNN):
 def value_branch() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     return ValueBranch(), torch.randn(1, 1, 8, 8)
+
+
+class ChannelShuffle(nn.Module):
+    """A channel shuffle (ShuffleNet) between two convs: a reshape that mixes the channel axis,
+    which dependency tracing cannot follow; prune must refuse it by name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.bn, self.b, self.head = nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.Conv2d(8, 8, 1), nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn(self.a(x)))
+        b, c, h, w = x.shape
+        x = x.view(b, 2, c // 2, h, w).transpose(1, 2).reshape(b, c, h, w)
+        return self.head(self.b(x).mean((2, 3)))
+
+
+def channel_shuffle() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+    torch.manual_seed(0)
+    return ChannelShuffle().eval(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)

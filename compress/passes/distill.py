@@ -9,7 +9,9 @@ data the run reports quality on picks nothing. The KD curve is saved as `kd_curv
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, model_validator
@@ -61,6 +63,8 @@ class DistillConfig(StrictConfig):
     shift_px: float | None = Field(None, ge=0, le=64, description="images: random sub-pixel shift of each training input by up to this many pixels (default: 2 on synthetic data, 0 on real data)")
     flip: bool = Field(False, description="images: random horizontal flips of the training inputs (off for digits and text-like images)")
     mix: float = Field(0.0, ge=0, le=1, description="images: share of each batch blended with another input of the batch, the teacher labelling the blend")
+    token_mask: float = Field(0.0, ge=0, lt=1, description="text: share of each training sentence's real tokens replaced by the mask token each step, the teacher labelling the masked sentence (more distinct inputs from a small corpus)")
+    dropout: bool = Field(True, description="keep the student's dropout layers active while it trains (off: the student learns the teacher's deterministic function)")
 
 
     @model_validator(mode="after")
@@ -94,6 +98,10 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
         from compress.distill.augment import Augmented
 
         loss = Augmented(loss, augmentation)
+    if config.token_mask > 0:
+        from compress.distill.tokens import MaskedTokens
+
+        loss = MaskedTokens(loss, config.token_mask, model.input_names, model.tokenizer)
     fit_config = FitConfig(
         steps=config.steps, lr=lr, batch_size=config.batch_size, warmup_steps=min(config.warmup_steps, config.steps),
         weight_decay=config.weight_decay, grad_clip=config.grad_clip, eval_every=config.eval_every,
@@ -103,8 +111,9 @@ def distill(model: Model, config: DistillConfig, ctx: Context) -> Result:
     ctx.log(f"distill: {config.steps} steps on {train.name} ({len(train)} inputs), batch {config.batch_size}, lr {lr:g}"
             + (f", augmented ({augmentation})" if augmentation.active else "")
             + (f", best state by {metric_name} on {len(validation)} inputs held aside from it" if metric_name else ""))
-    result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device,
-                 checkpointing=ctx.checkpointing)
+    with _dropout(student.module, config.dropout):
+        result = fit(student.module, loss, train, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device,
+                     checkpointing=ctx.checkpointing)
     student.module.to("cpu").eval()
     curve = kd_curve_plot(result.history, ctx.run_dir / CURVE_FILE, metric_name)
     figures = {
@@ -145,6 +154,23 @@ def _augmentation(config: DistillConfig, model: Model, synthetic: bool):
 
 
 SYNTHETIC_SHIFT_PX = 2.0
+
+
+@contextlib.contextmanager
+def _dropout(module: torch.nn.Module, active: bool) -> Iterator[None]:
+    """Dropout rates set to 0 while the student trains when `active` is false, and restored after,
+    so the returned model's training behaviour is the one its config describes."""
+    import torch
+
+    layers = [] if active else [m for m in module.modules() if isinstance(m, torch.nn.Dropout)]
+    rates = [layer.p for layer in layers]
+    for layer in layers:
+        layer.p = 0.0
+    try:
+        yield
+    finally:
+        for layer, rate in zip(layers, rates):
+            layer.p = rate
 
 
 def _split_validation(train: Dataset, config: DistillConfig, seed: int) -> tuple[Dataset, Dataset | None]:

@@ -51,9 +51,11 @@ def find_ratio(measure: Callable[[float], float], dense: float, target: float, o
 
 
 class LatencyProbe:
-    """onnxruntime latency of pruned candidates, comparable across a busy machine's load swings:
+    """onnxruntime latency of pruned candidates on a busy machine whose load moves every latency:
     each candidate is timed by the bench's paired timing (ABBA blocks with the original), and its
-    figure is its latency ratio to the original times the original's latency measured at the start."""
+    figure is its latency ratio to the original times the original's median in that same timing,
+    so a candidate is judged against the budget under the load of its own moment, not the load of
+    the search's start."""
 
     def __init__(self, original: Model, folder: Path, batch: int, threads: int, max_seconds: float = 5.0) -> None:
         from compress.measure.bench import time_session
@@ -72,7 +74,7 @@ class LatencyProbe:
         sessions = {"original": self.original[0], "probe": candidate[0]}
         feeds = {"original": self.original[1], "probe": candidate[1]}
         calls = time_paired(sessions, feeds, self.settings, "original")[0]
-        return block_ratios(calls, "original")["probe"][0] * self.original_ms
+        return block_ratios(calls, "original")["probe"][0] * float(np.median(calls["original"].times_ms))
 
     def _session(self, model: Model, filename: str):
         from compress.measure.feeds import make_feeds

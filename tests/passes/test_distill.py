@@ -148,3 +148,25 @@ def test_distill_raises_a_pruned_minilms_cosine_with_hidden_states(tmp_path):
     figures = result.figures
     assert figures["validation_metric"] == "cosine_mean" and figures["lr"] == 5e-4
     assert figures["validation_best"] > figures["validation_start"] + 0.05, figures
+
+
+@pytest.mark.parametrize("args", [
+    ["run", "--model", "no_such_model", "--data", "digits:test"],  # refused before the model is loaded
+    ["run", "--model", "digits"],  # the bundled model's own held-out spec: refused before any step runs
+])
+def test_distill_on_the_heldout_spec_is_refused_when_the_recipe_is_read(runner, tmp_path, args):
+    result = runner.invoke(cli, [*args, "--out", str(tmp_path / "x"), "prune", "distill", "--data", "digits:test"])
+    one_line_error(result, 2, "train data: digits:test", "held-out", "digits:train")
+    assert "[1/2] prune" not in result.stderr
+
+
+def test_without_dropout_the_student_trains_deterministic_and_keeps_its_rates():
+    from compress.passes.distill import _dropout
+
+    module = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Dropout(0.5)).train()
+    x = torch.randn(4, 8)
+    with _dropout(module, active=False):
+        assert torch.equal(module(x), module(x))  # in training mode, yet the same output twice
+    assert module[1].p == 0.5
+    with _dropout(module, active=True):
+        assert not torch.equal(module(x), module(x))

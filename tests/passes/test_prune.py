@@ -88,3 +88,36 @@ def test_cli_ratio_out_of_range_is_one_line_exit_2(runner, tmp_path):
 
     result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(tmp_path / "r"), "prune", "--ratio", "1.5"])
     one_line_error(result, 2, "'--ratio': 1.5 is not in the range 0<x<1")  # click refuses it from the Field bounds
+
+
+WIDE = ["run", "--model", "tiny_models:wide_cnn", "--input-shape", "1,1,8,8"]
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    ([*WIDE, "prune", "--target-params", "100000000"], ["--target-params", "already met: the model has 770 parameters"]),
+    ([*WIDE, "prune", "--target-params", "3", "--round-to", "1"], ["--target-params: 3: unreachable: the best reached is", "ask for at least"]),
+    (["run", "--model", "tiny_models:cnn", "prune", "--ratio", "0.5", "--round-to", "16"], ["--round-to: 16", "block.0's width 4", "--ignore"]),
+    (["run", "--model", "tiny_models:channel_shuffle", "prune", "--round-to", "1"], ["prune: a (reshape, transpose)", "--ignore 'a'"]),
+    pytest.param(["run", "--model", "tiny_models:cnn", "--data", "digits:test", "qat", "--steps", "1", "--data", "digits:train", "prune"],
+                 ["already quantized", "prune first, then quantize"], marks=pytest.mark.slow),  # 7 s: qat runs first
+])
+def test_cli_refuses_bad_prune_input_with_one_line(runner, tmp_path, args, needles):
+    from compress.cli.main import cli
+
+    result = runner.invoke(cli, _with_out(args, tmp_path / "x"))
+    one_line_error(result, 2, *needles)
+    assert not (tmp_path / "x" / "report.json").exists()
+
+
+def test_cli_warns_about_an_ignore_glob_matching_nothing(runner, tmp_path):
+    from compress.cli.main import cli
+
+    result = runner.invoke(cli, _with_out([*WIDE, "prune", "--ignore", "stme.*"], tmp_path / "x"))
+    assert result.exit_code == 0, result.stderr
+    assert "prune: warning: --ignore 'stme.*' matches no module of wide_cnn" in result.stderr
+
+
+def _with_out(args: list[str], out) -> list[str]:
+    """`args` with `--out OUT` after the run options, before the first step."""
+    first_step = min(args.index(step) for step in ("prune", "qat") if step in args)
+    return [*args[:first_step], "--out", str(out), *args[first_step:]]
