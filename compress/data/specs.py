@@ -96,6 +96,40 @@ class Dataset:
 TRAIN_SPLITS = {"digits:test": "digits:train", "text:heldout": "text:train"}
 
 
+@dataclass(frozen=True)
+class LengthGrouped:
+    """Padded text for training whose shuffled batches each hold sentences of similar length, so a
+    batch cut to its longest sentence carries little padding (Hugging Face's `group_by_length`):
+    each shuffled chunk of `chunk_batches` batches is sorted by length and cut into batches, and
+    the batches are shuffled. On text:train a random batch of 32 is 42.5 tokens wide for sentences
+    of 18.8 on average; grouped, about 20. Gives batches the way `Dataset.batches` does."""
+
+    data: Dataset
+    chunk_batches: int = 8
+
+    @property
+    def name(self) -> str:
+        return self.data.name
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def batches(self, batch_size: int, *, shuffle: bool = False, seed: int = 0) -> Iterator[Dataset]:
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        ends = self.data._real_ends()
+        chunk = batch_size * self.chunk_batches
+        groups = []
+        for start in range(0, len(order), chunk):
+            part = order[start : start + chunk]
+            part = part[torch.argsort(ends[part], stable=True)]
+            groups += [part[i : i + batch_size] for i in range(0, len(part), batch_size)]
+        if shuffle:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
+        for index in groups:
+            yield self.data.take(index)
+
+
 def train_split(heldout_spec: str | None) -> str | None:
     """`digits:train` for `digits:test`, `text:train` for `text:heldout`; None for other data."""
     return TRAIN_SPLITS.get(heldout_spec or "")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from compress.data.specs import Dataset
+from compress.data.specs import Dataset, LengthGrouped
 
 
 def _data(n: int = 10) -> Dataset:
@@ -39,3 +39,19 @@ def test_trimmed_cuts_the_padding_no_row_uses_and_keeps_left_padding() -> None:
     assert left.trimmed() is left
     images = Dataset("images", (torch.zeros(2, 1, 4, 4),))
     assert images.trimmed() is images
+
+
+def test_length_grouped_batches_cover_every_row_once_with_little_padding() -> None:
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(2, 40, (200,), generator=generator)
+    mask = (torch.arange(40) < lengths[:, None]).long()
+    text = Dataset("text", (torch.arange(200)[:, None] * mask, mask), torch.arange(200), mask_input=1)
+    grouped = LengthGrouped(text, chunk_batches=4)
+    batches = list(grouped.batches(10, shuffle=True, seed=3))
+    rows = torch.cat([b.labels for b in batches])
+    assert sorted(rows.tolist()) == list(range(200)) and len(grouped) == 200 and grouped.name == "text"
+    assert [b.labels.tolist() for b in grouped.batches(10, shuffle=True, seed=3)] == [b.labels.tolist() for b in batches]
+    grouped_width = sum(b.trimmed().inputs[0].shape[1] for b in batches)
+    random_width = sum(b.trimmed().inputs[0].shape[1] for b in text.batches(10, shuffle=True, seed=3))
+    assert grouped_width < 0.8 * random_width, (grouped_width, random_width)
+    assert all(torch.equal(b.inputs[0][:, 0], b.labels * b.inputs[1][:, 0]) for b in batches)  # rows stay whole
