@@ -25,6 +25,8 @@ RUNS = {
     # distill keeps its best state by agreement with the original on 10% of digits:train held
     # aside (--validation-fraction); the last state (no selection at all) is shown beside it.
     "prune+distill, last state": ["prune", "--ratio", "0.5", "distill", "--data", "digits:train", "--eval-every", "0", "export", *BENCH],
+    # with cross-entropy on the labels too, as the default recipe distills
+    "prune+distill --ce 1": ["prune", "--ratio", "0.5", "distill", "--data", "digits:train", "--ce", "1", "export", *BENCH],
 }
 
 
@@ -59,7 +61,7 @@ def main() -> None:
         if "distill" in steps and "distill" not in PASSES:
             print(f"{name}: skipped, this compress has no distill pass", flush=True)
             continue
-        out = args.workdir / name.replace("+", "_").replace(", ", "_").replace(" ", "_")
+        out = args.workdir / name.replace("+", "_").replace(", ", "_").replace(" --", "_").replace(" ", "_")
         shutil.rmtree(out, ignore_errors=True)
         command = [str(Path(sys.executable).with_name("compress")), "run", "--model", "digits", "--out", str(out), *steps]
         print("$", " ".join(command), flush=True)
