@@ -27,7 +27,11 @@ from compress.quant.history import mark_quantized, refuse_if_quantized
 from compress.quant.options import Bits, Init
 
 if TYPE_CHECKING:
+    from torch import nn
+
+    from compress.data.specs import Dataset
     from compress.model import Model
+    from compress.train import Evaluate, FitResult
 
 
 class QatConfig(StrictConfig):
@@ -40,6 +44,7 @@ class QatConfig(StrictConfig):
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
+    keep_float: int = Field(0, ge=0, le=10_000, description="leave in float the N quantized layers whose quantization costs the most fidelity, each measured alone on the calibration inputs (mean cosine of the outputs to the float model's); on top of --ignore")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE to the teacher's layers, added to the output term (text encoders)")
     intervention: Literal["none", "o", "c", "m", "g"] = Field("none", description="Teacher Intervention (Transformer encoders with the teacher's architecture): the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer during a first phase; g: O, then C, then M (a sixth, a sixth, the rest); then plain KD-QAT")
     intervention_steps: int | None = Field(None, ge=1, description="steps of the intervention phase (default a quarter of --steps); the rest of --steps trains without intervention, the learning-rate schedule restarting")
@@ -86,17 +91,22 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     shared, signed, samples = probe(module, layers, calibration)
     wrap(module, layers, config.bits, shared, signed, activations)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
+    kept_float = _keep_float(student, model, config, data.head(config.calibration_samples))
+    layers = [name for name in layers if name not in kept_float]
+    if not layers:
+        _no_layers(model, config)
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
     edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec,
                "activations": activations},)
     student = student.replace(edits=(*student.edits, *edits))
-    ctx.log(f"qat: {len(layers)} layers at {config.bits}-bit weights / 8-bit {activations} inputs, {len(pairs)} BatchNorms folded, "
+    ctx.log(f"qat: {len(layers)} layers at {config.bits if config.bits == 'ternary' else config.bits + '-bit'} weights / 8-bit {activations} inputs, {len(pairs)} BatchNorms folded, "
             f"steps from {config.init} on {data.name}" + (f", Teacher Intervention {config.intervention}" if config.intervention != "none" else ""))
-    figures = {"bits": config.bits, "activations": activations, "quantized_layers": len(layers), "float_layers": ", ".join(config.ignore) or "none",
+    figures = {"bits": config.bits, "activations": activations, "quantized_layers": len(layers),
+               "float_layers": ", ".join((*config.ignore, *kept_float)) or "none",
                "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
                "intervention": config.intervention, "data": data.name}
     if config.steps:
-        figures |= _train(student, model, config, ctx, data)
+        figures |= train_qat(student.module, model, config, ctx, data)[0]
     module.eval()
     quantized = mark_quantized(student, **{"pass": "qat", "bits": config.bits})
     if synthesized is None:
@@ -106,14 +116,29 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     return Result(quantized, figures, synthesized.artifacts, data=synthesized.data)
 
 
+def _keep_float(student: Model, model: Model, config: QatConfig, data: Dataset) -> list[str]:
+    """The --keep-float most sensitive layers, measured on the calibration inputs, put back in float."""
+    if not config.keep_float:
+        return []
+    from compress.predict import torch_outputs
+    from compress.quant.prepare import most_sensitive, unwrap
+
+    kept = most_sensitive(student, torch_outputs(model, data), data, config.keep_float)
+    unwrap(student.module, kept)
+    return kept
+
+
 def _no_layers(model: Model, config: QatConfig) -> None:
     raise UsageError("model", model.name, "has no Conv2d or Linear layer (reaching its output) to quantize"
                      + (f" outside --ignore {list(config.ignore)}" if config.ignore else ""))
 
 
-def _train(student: Model, model: Model, config: QatConfig, ctx: Context, data) -> dict:
-    """KD-QAT through the one fit loop: with intervention, a first phase with the teacher's tensors
-    swapped in, then the rest of the steps without (the schedule restarting, as the paper's code)."""
+def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, data: Dataset,
+              evaluate: Evaluate | None = None, eval_every: int | None = None) -> tuple[dict, list[FitResult]]:
+    """KD-QAT of the fake-quantized `module` through the one fit loop: with intervention, a first
+    phase with the teacher's tensors swapped in, then the rest of the steps without (the schedule
+    restarting, as the paper's code). Returns the figures and each phase's fit result;
+    `evaluate`/`eval_every` are fit's (benchmarks/ti_minilm.py draws its curves with them)."""
     from dataclasses import replace
 
     from torch import nn
@@ -122,7 +147,6 @@ def _train(student: Model, model: Model, config: QatConfig, ctx: Context, data) 
     from compress.quant.intervention import Intervened
     from compress.train import FitConfig, fit
 
-    module = student.module
     module.requires_grad_(True)
     # KD-QAT fits a copy that starts within a fraction of a percent of the teacher: dropout's noise
     # (0.1 in BERT) is far larger than the quantization error it learns from (benchmarks/README.md).
@@ -141,14 +165,16 @@ def _train(student: Model, model: Model, config: QatConfig, ctx: Context, data) 
     phases = [(first, Intervened(loss, ctx.teacher.module, config.intervention, first), ti_checkpointing),
               (config.steps - first, loss, ctx.checkpointing)]
     figures: dict = {"intervention_steps": first}
+    results: list[FitResult] = []
     seconds = 0.0
     for steps, phase_loss, checkpointing in (phase for phase in phases if phase[0] > 0):
         fit_config = FitConfig(steps=steps, lr=config.lr, batch_size=config.batch_size,
-                               warmup_steps=min(20, steps), eval_every=max(1, steps // 4))
-        result = fit(module, phase_loss, data, fit_config, log=ctx.log, seed=ctx.seed, device=ctx.device,
+                               warmup_steps=min(20, steps), eval_every=eval_every or max(1, steps // 4))
+        result = fit(module, phase_loss, data, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device,
                      checkpointing=checkpointing)
+        results.append(result)
         seconds += result.seconds
         figures.setdefault("loss_start", result.loss_start)
         figures["loss_end"] = result.loss_end
     module.to("cpu").eval()
-    return figures | {"fit_seconds": round(seconds, 3)}
+    return figures | {"fit_seconds": round(seconds, 3)}, results

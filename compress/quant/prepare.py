@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from compress.data.specs import Dataset
 from compress.quant.fake import QUANTIZABLE, LsqQuantizer, quant_layers
 from compress.quant.options import Init
+
+if TYPE_CHECKING:
+    from compress.model import Model
 # Values kept per activation for the MSE search (a random subsample; min/max use every value).
 MSE_SAMPLE = 65536
 
@@ -115,3 +120,33 @@ def _best_step(values: torch.Tensor, quant: LsqQuantizer, method: Init) -> torch
     candidates = largest * torch.linspace(1.0, 0.01, 100) / top
     errors = torch.stack([((torch.clamp(torch.round(values / s), -quant.q_n, quant.q_p) * s - values) ** 2).mean() for s in candidates])
     return candidates[errors.argmin()]
+
+
+@torch.no_grad()
+def most_sensitive(model: Model, reference: torch.Tensor, data: Dataset, count: int) -> list[str]:
+    """The `count` quantized layers of `model` whose return to float raises the outputs' mean
+    cosine to `reference` on `data` the most (each measured alone, all others quantized): the
+    layers to keep in float. On MiniLM these are FFN layers whose inputs carry outliers
+    (benchmarks/README.md)."""
+    from compress.predict import torch_outputs
+
+    gains = {}
+    for name, layer in quant_layers(model.module).items():
+        _swap(model.module, name, layer.inner)
+        try:
+            gains[name] = float(torch.nn.functional.cosine_similarity(torch_outputs(model, data), reference, dim=-1).mean())
+        finally:
+            _swap(model.module, name, layer)
+    return sorted(gains, key=gains.__getitem__, reverse=True)[:count]
+
+
+def _swap(module: nn.Module, name: str, replacement: nn.Module) -> None:
+    parent, _, attr = name.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, attr, replacement)
+
+
+def unwrap(module: nn.Module, names: Sequence[str]) -> None:
+    """Put the float layers back in place of the named QuantLayers (in place)."""
+    layers = quant_layers(module)
+    for name in names:
+        _swap(module, name, layers[name].inner)

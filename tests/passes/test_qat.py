@@ -152,6 +152,18 @@ def test_text_calibration_batches_are_sorted_and_trimmed(tmp_path, bert, monkeyp
     assert widths == [16, 10]  # the 32 whole rows first, then the 32 padded after position 10, cut there
 
 
+def test_keep_float_leaves_the_most_sensitive_layers_float(tmp_path, bert):
+    model, _ = bert
+    with torch.no_grad():  # an outlier on one FFN input: its layer's dynamic range is the one that hurts
+        model = model.copy()
+        model.module.encoder.encoder.layer[1].intermediate.dense.bias[3] = 300.0
+    record = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "keep_float": 2}), make_step("export", {})],
+                 _text_ctx(tmp_path, model))
+    qat, export = record.steps[0].figures, record.steps[1].figures
+    assert qat["quantized_layers"] == 10 and "encoder.encoder.layer.1.output.dense" in qat["float_layers"]
+    assert export["quantized_ops"] == "MatMulInteger 10" and export["fake_quant_cosine_mean"] >= 0.999
+
+
 def test_onnx_weights_are_the_learned_grid(tmp_path, bert):
     """The int8 weights onnxruntime holds are the torch model's integers: its scales are the learned steps."""
     import onnx

@@ -82,3 +82,21 @@ def test_qdq_export_matches_the_fake_quant_model(tmp_path, bits):
     # conv input's DQ too, leave a few flips; digits holds the 99.5% bar in the export pass.
     assert top1_agreement(got, expected) >= 0.95
     assert cosine(got, expected).mean() > 0.99
+
+
+def test_dynamic_quantizer_is_onnxruntimes_dynamic_quantize_linear():
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from compress.quant.fake import DynamicQuantizer
+
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]), helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "dq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])])
+    session = ort.InferenceSession(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    g = torch.Generator().manual_seed(0)
+    for x in (torch.randn(8, 64, generator=g) * 3, torch.rand(4, 16, generator=g) + 1, -torch.rand(4, 16, generator=g)):
+        expected = session.run(None, {"x": x.numpy()})[0]
+        got = DynamicQuantizer()(x).numpy()
+        assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())
