@@ -27,7 +27,7 @@ from compress.metrics import quality
 from compress.passes.qat import QatConfig, qat, train_qat
 from compress.predict import torch_outputs
 
-THRESHOLDS = (0.80, 0.85, 0.90, 0.92, 0.94, 0.95)
+THRESHOLDS = (0.70, 0.75, 0.80, 0.83, 0.84, 0.90)
 
 
 def run_variant(intervention: str, args: argparse.Namespace, heldout, reference) -> dict:

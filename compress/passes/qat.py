@@ -34,13 +34,19 @@ if TYPE_CHECKING:
     from compress.train import Evaluate, FitResult
 
 
+# Default peak rates. Pretrained Transformer encoders take the Teacher Intervention paper's BERT
+# rate: on MiniLM at 8 bits, 1e-4 lowered fidelity within 20 steps and 2e-5 held it (benchmarks/README.md).
+CNN_LR = 1e-4
+TRANSFORMER_LR = 2e-5
+
+
 class QatConfig(StrictConfig):
     bits: Bits = Field("8", description="weight bits: 8, 4, 3, 2 or ternary (2 and ternary share the grid {-1, 0, 1} x step; ternary starts from TWN's step); activations stay 8-bit")
     init: Init = Field("mse", description="how the steps start: the largest magnitude (minmax) or the clipping with the least squared error (mse)")
     ignore: tuple[str, ...] = Field((), description="glob of layer names to keep in float, e.g. 'head' or 'layer1.*'")
     data: str | None = Field(None, description="training and calibration data: `synthetic` (data-free: the set of an earlier synthesize or distill step, else one made now with synthesize's defaults) or a spec such as digits:train or text:train (never the held-out data); default synthetic")
     steps: int = Field(100, ge=0, le=1_000_000, description="optimizer steps of KD training (0: calibration only)")
-    lr: float = Field(1e-4, gt=0, le=1, description="peak AdamW learning rate (weights and steps)")
+    lr: float | None = Field(None, gt=0, le=1, description=f"peak AdamW learning rate (weights and steps); default {CNN_LR:g}, or {TRANSFORMER_LR:g} for Transformer encoders")
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
@@ -143,6 +149,7 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
 
     from torch import nn
 
+    from compress.distill.layers import transformer_layers
     from compress.distill.losses import KDLoss, KDWeights
     from compress.quant.intervention import Intervened
     from compress.train import FitConfig, fit
@@ -164,11 +171,12 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
         ti_checkpointing = replace(ctx.checkpointing, path=path.with_name(f"{path.stem}.intervention{path.suffix}"))
     phases = [(first, Intervened(loss, ctx.teacher.module, config.intervention, first), ti_checkpointing),
               (config.steps - first, loss, ctx.checkpointing)]
-    figures: dict = {"intervention_steps": first}
+    lr = config.lr or (TRANSFORMER_LR if transformer_layers(module) else CNN_LR)
+    figures: dict = {"intervention_steps": first, "lr": lr}
     results: list[FitResult] = []
     seconds = 0.0
     for steps, phase_loss, checkpointing in (phase for phase in phases if phase[0] > 0):
-        fit_config = FitConfig(steps=steps, lr=config.lr, batch_size=config.batch_size,
+        fit_config = FitConfig(steps=steps, lr=lr, batch_size=config.batch_size,
                                warmup_steps=min(20, steps), eval_every=eval_every or max(1, steps // 4))
         result = fit(module, phase_loss, data, fit_config, evaluate=evaluate, log=ctx.log, seed=ctx.seed, device=ctx.device,
                      checkpointing=checkpointing)

@@ -95,10 +95,11 @@ class Intervened(nn.Module):
         self.loss = loss
         self._teacher = (teacher,)  # not a submodule: frozen, never trained or saved
         self.mode, self.phase_steps = mode, phase_steps
-        self.calls = 0
+        # Steps taken, a buffer so fit's checkpoint holds it: a resumed TI-G goes on in its stage.
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
     def forward(self, student: nn.Module, batch: Dataset) -> torch.Tensor:
-        mode = mode_at(self.mode, self.calls, self.phase_steps)
+        mode = mode_at(self.mode, int(self.calls), self.phase_steps)
         self.calls += 1
         with intervening(self._teacher[0], student, mode):
             return self.loss(student, batch)

@@ -71,3 +71,14 @@ def test_different_structure_or_no_attention_is_refused(bert):
     cnn = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3))
     with pytest.raises(UsageError, match="no BERT-family attention"):
         check_same_architecture(cnn, cnn, "o")
+
+
+def test_the_step_count_is_state_a_checkpoint_keeps(bert):
+    from compress.quant.intervention import Intervened
+
+    model, data = bert
+    loss = Intervened(torch.nn.Module(), model.module, "g", 12)
+    loss.calls += 3
+    again = Intervened(torch.nn.Module(), model.module, "g", 12)
+    again.load_state_dict(loss.state_dict())
+    assert int(again.calls) == 3 and mode_at("g", int(again.calls), 12) == "c"
