@@ -97,7 +97,7 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     shared, signed, samples = probe(module, layers, calibration)
     wrap(module, layers, config.bits, shared, signed, activations)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
-    kept_float = _keep_float(student, model, config, data.head(config.calibration_samples))
+    kept_float = _keep_float(student, model, config, data.head(config.calibration_samples), ctx)
     layers = [name for name in layers if name not in kept_float]
     if not layers:
         _no_layers(model, config)
@@ -122,15 +122,17 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     return Result(quantized, figures, synthesized.artifacts, data=synthesized.data)
 
 
-def _keep_float(student: Model, model: Model, config: QatConfig, data: Dataset) -> list[str]:
+def _keep_float(student: Model, model: Model, config: QatConfig, data: Dataset, ctx: Context) -> list[str]:
     """The --keep-float most sensitive layers, measured on the calibration inputs, put back in float."""
     if not config.keep_float:
         return []
     from compress.predict import torch_outputs
     from compress.quant.prepare import most_sensitive, unwrap
 
+    ctx.log(f"qat: measuring what quantizing each layer costs on {len(data)} calibration inputs (--keep-float {config.keep_float})")
     kept = most_sensitive(student, torch_outputs(model, data), data, config.keep_float)
     unwrap(student.module, kept)
+    ctx.log(f"qat: kept float: {', '.join(kept)}")
     return kept
 
 
