@@ -10,7 +10,7 @@ BIN=.venv/bin
 rm -rf "$W" && mkdir -p "$W"
 # compress: qat (8-bit weights per channel, dynamic uint8 inputs), export (INT8 with the learned steps),
 # bench (which also exports the FP32 original as original.onnx).
-$BIN/compress run --model minilm --out "$W/qat" --json qat --bits 8 "$@" export bench --batch-sizes 1 --max-seconds 20 > "$W/qat.json"
+$BIN/compress run --model minilm --out "$W/qat" --json qat --bits 8 --data text:train "$@" export bench --batch-sizes 1 --max-seconds 20 > "$W/qat.json"
 # onnxruntime's own dynamic quantizer, per channel, on the same FP32 export (its defaults otherwise).
 $BIN/python - "$W" <<'PY'
 import sys
