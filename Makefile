@@ -17,15 +17,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/compress run
 
-# The fast suite: everything but the tests marked slow (the real MiniLM, digits training).
+# The fast suite: everything but the tests marked slow (the real MiniLM, digits training), one
+# pytest-xdist worker per CPU; a test file stays on one worker (torchrun's tests share a port).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" -n auto --dist loadfile
 
 # Everything, slow tests included (CI runs `make test`, then the slow tests); the slow tests need
 # the `inc` extra (Intel Neural Compressor, for ptq --engine inc).
 test-all: $(STAMP)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,inc]'
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
