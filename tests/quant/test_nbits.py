@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import onnx
 import pytest
-import torch
-import transformers
 
 from compress.errors import UsageError
 from compress.loading.checkpoint import load
@@ -15,18 +13,12 @@ from compress.onnx.outputs import onnx_outputs
 from compress.onnx.session import open_session
 from compress.predict import torch_outputs
 from compress.quant.nbits import pack_4bit
-from test_ort import _sentences
+from test_ort import _sentences, saved_bert
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=128, max_position_embeddings=32)
-    folder = tmp_path_factory.mktemp("bert") / "bert"
-    transformers.BertModel(config).save_pretrained(folder)
-    model = load(str(folder), seq_len=16)
-    return model, export_onnx(model, folder.parent / "bert.onnx").path
+    return saved_bert(tmp_path_factory, hidden_size=64)
 
 
 def test_every_linear_matmul_is_packed_to_4_bits_and_still_agrees(bert):

@@ -113,15 +113,21 @@ def test_text_calibration_is_sorted_by_length_before_it_is_cut():
     assert fed == sorted(tuple(row[row != 0].tolist()) for row in ids * mask)
 
 
-@pytest.fixture(scope="module")
-def bert(tmp_path_factory):
+def saved_bert(tmp_path_factory, hidden_size: int) -> tuple:
+    """A seeded 2-layer BERT (vocabulary 50, FFN twice the hidden width) saved, loaded by compress
+    and exported: the model and its ONNX path."""
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=32)
+    config = transformers.BertConfig(vocab_size=50, hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+                                     intermediate_size=2 * hidden_size, max_position_embeddings=32)
     folder = tmp_path_factory.mktemp("bert") / "bert"
     transformers.BertModel(config).save_pretrained(folder)
     model = load(str(folder), seq_len=16)
     return model, export_onnx(model, folder.parent / "bert.onnx").path
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return saved_bert(tmp_path_factory, hidden_size=32)
 
 
 def _sentences(n: int, seed: int) -> Dataset:
