@@ -70,7 +70,7 @@ def test_distill_makes_a_perturbed_student_agree_more_with_its_teacher(tmp_path,
 @pytest.mark.parametrize("args, needles", [
     (["distill", "--data", "digits:test"], ["train data: digits:test", "held-out", "digits:train"]),
     (["distill", "--data", "digits:tran"], ["data: digits:tran", "did you mean"]),
-    (["distill", "--data", "digits:train", "--kl", "0"], ["distill", "all 0"]),
+    (["distill", "--data", "digits:train", "--kl", "0", "--ce", "0"], ["distill", "all 0"]),
     (["distill", "--data", "digits:train", "--temperature", "0"], ["'--temperature'", "0.0 is not in the range 0<x<=100"]),
 ])
 def test_cli_refuses_bad_distill_input_with_one_line(runner, tmp_path, args, needles):
