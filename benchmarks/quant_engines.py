@@ -7,7 +7,7 @@ Engines (the steps given to `compress run --model M --out DIR ...`):
 - inc:     export ptq --engine inc          (Intel Neural Compressor PT2E static INT8; the `inc` extra)
 - ort4:    export ptq --weight-bits 4       (MiniLM only: packed 4-bit MatMulNBits)
 - qat:     qat --bits 8 --data <train> --steps N export
-- qat_ti:  qat --bits 8 --data <train> --steps N --intervention g export   (MiniLM only)
+- qat_ti:  qat --bits 8 --data <train> --steps N --intervention g export   (MiniLM; digits: --intervention block)
 Quality is the run's own figure for the final ONNX on the held-out split (digits: accuracy on
 digits:test; MiniLM: mean cosine and recall@10 to the float model on text:heldout); seconds are
 the run's step seconds summed (export included for every engine). A run that fails is a row with
@@ -39,7 +39,7 @@ def steps(engine: str, model: str, qat_steps: int) -> list[str] | None:
         "inc": ["export", "ptq", "--engine", "inc", "--no-time-check"],
         "ort4": ["export", "ptq", "--weight-bits", "4", "--min-fidelity", "0.9", "--no-time-check"] if model == "minilm" else None,
         "qat": [*qat, "export"],
-        "qat_ti": [*qat, "--intervention", "g", "export"] if model == "minilm" else None,
+        "qat_ti": [*qat, "--intervention", "g" if model == "minilm" else "block", "export"],
     }[engine]
 
 

@@ -7,9 +7,10 @@ initialised from calibration data (min/max or MSE); then the student trains agai
 outputs, on the run's synthetic set unless `--data` names real data (data-free by default, as
 `distill`). Text encoders quantize their Linear inputs dynamically (one uint8 range per tensor per
 call, as onnxruntime's dynamic MatMul does; the layers never reaching the output, such as BERT's
-unused pooler, stay float). With `--intervention` (Transformer encoders), Teacher Intervention
-(compress/quant/intervention.py) runs a first phase with the teacher's attention tensors swapped
-in, then plain KD-QAT, the learning-rate schedule restarting, as in the paper's two steps.
+unused pooler, stay float). With `--intervention`, Teacher Intervention
+(compress/quant/intervention.py) runs a first phase with the teacher's attention tensors
+(Transformer encoders) or block inputs (CNNs) swapped in, then plain KD-QAT, the learning-rate
+schedule restarting, as in the paper's two steps.
 The result stays a torch model; `export` after it writes INT8 ONNX with the learned scales.
 """
 
@@ -52,7 +53,7 @@ class QatConfig(StrictConfig):
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
     keep_float: int = Field(0, ge=0, le=10_000, description="leave in float the N quantized layers whose quantization costs the most fidelity, each measured alone on the calibration inputs (mean cosine of the outputs to the float model's); on top of --ignore")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE to the teacher's layers, added to the output term (text encoders)")
-    intervention: Literal["none", "o", "c", "m", "g"] = Field("none", description="Teacher Intervention (Transformer encoders with the teacher's architecture): the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer during a first phase; g: O, then C, then M (a sixth, a sixth, the rest); then plain KD-QAT")
+    intervention: Literal["none", "o", "c", "m", "g", "block"] = Field("none", description="Teacher Intervention, for a student with the teacher's architecture, during a first phase. Transformer encoders: the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer; g: O, then C, then M (a sixth, a sixth, the rest). CNNs: block: every block (a ResNet's residual blocks) reads the teacher's output of the block before it, plus a per-block output MSE. Then plain KD-QAT")
     intervention_steps: int | None = Field(None, ge=1, description="steps of the intervention phase (default a quarter of --steps); the rest of --steps trains without intervention, the learning-rate schedule restarting")
 
     @model_validator(mode="after")

@@ -16,6 +16,17 @@ The residual stream and each layer's input stay the student's. The teacher's ten
 while `KDLoss` runs the teacher on the batch (no extra forward pass); the student's forward in
 the same loss call gets them swapped in. Evaluation forwards (outside the loss) run unchanged.
 Tensors are swapped one for one, so teacher and student need the same architecture.
+
+CNNs (`block`), the issue's analogue: every student block's input is the float teacher's input to
+that block on the same batch, i.e. the teacher's output of the block before it (or of the stem),
+so no block sees the quantization error of those before it. A block is an element with layers of
+its own of the outermost `nn.Sequential` chains (`cnn_blocks`): the residual blocks of the bundled
+digits ResNet (`layer1.0` ... `layer3.2`) and of transformers' ResNet (`...stages.N.layers.M`),
+a torchvision-style `layerN`, a user CNN written as Sequentials of conv blocks. As every block's
+input is replaced, the output loss alone would train only the last block: the intervention
+phase adds, per block, the MSE of the student's output to the teacher's, divided by the mean
+square of the teacher's (a scale-free term, weight 1), as the paper's KD always has its layer-output
+(hidden-state) term.
 """
 
 from __future__ import annotations
@@ -32,7 +43,9 @@ from compress.data.specs import Dataset
 from compress.distill.layers import transformer_layers
 from compress.errors import UsageError
 
-Mode = Literal["none", "o", "c", "m", "g"]
+Mode = Literal["none", "o", "c", "m", "g", "block"]
+TRANSFORMER_MODES = ("o", "c", "m", "g")
+CNN_MODES = ("block",)
 
 
 @dataclass(frozen=True)
@@ -62,8 +75,32 @@ def attention_parts(module: nn.Module) -> list[AttentionParts]:
     return parts
 
 
+def cnn_blocks(module: nn.Module) -> list[str]:
+    """Names of the blocks `block` intervention feeds: the elements with parameters of the
+    outermost `nn.Sequential` chains whose every element with parameters has layers of its own
+    (a residual block, a conv-BN-ReLU group), in registration order. A Sequential of plain layers
+    (a stem, a shortcut, a classifier head) is not a chain of blocks, and the search does not
+    descend into a block. Empty for a model with none (a flat CNN, a Transformer's ModuleList)."""
+    names: list[str] = []
+
+    def composite(m: nn.Module) -> bool:
+        return any(True for _ in m.children()) and any(True for _ in m.parameters())
+
+    def visit(prefix: str, m: nn.Module) -> None:
+        with_parameters = [(n, c) for n, c in m.named_children() if any(True for _ in c.parameters())]
+        if isinstance(m, nn.Sequential) and with_parameters and all(composite(c) for _, c in with_parameters):
+            names.extend(prefix + n for n, _ in with_parameters)
+            return
+        for n, child in m.named_children():
+            visit(f"{prefix}{n}.", child)
+
+    visit("", module)
+    return names if len(names) >= 2 else []
+
+
 def check_same_architecture(teacher: nn.Module, student: nn.Module, mode: Mode) -> None:
-    """Exit 2 unless the float teacher and the (still float) student have the same layers and shapes."""
+    """Exit 2 unless the float teacher and the (still float) student have the same layers and
+    shapes, and the mode is one for this class of model (o/c/m/g: Transformer encoders; block: CNNs)."""
     fix = ("Teacher Intervention swaps the float teacher's tensors into the student layer by layer, so it needs the "
            "same architecture before QAT; run qat with --intervention none, or intervene before changing the model (e.g. pruning)")
     teacher_shapes = {k: tuple(v.shape) for k, v in teacher.state_dict().items()}
@@ -72,9 +109,16 @@ def check_same_architecture(teacher: nn.Module, student: nn.Module, mode: Mode) 
         differing = sorted(k for k in teacher_shapes.keys() | student_shapes.keys() if teacher_shapes.get(k) != student_shapes.get(k))
         raise UsageError("qat --intervention", mode, f"the teacher's structure differs from the student's ({len(differing)} tensors, e.g. "
                          f"{differing[0]}: {teacher_shapes.get(differing[0])} vs {student_shapes.get(differing[0])}). {fix}")
-    if not attention_parts(teacher):
-        raise UsageError("qat --intervention", mode, f"{type(student).__name__} has no BERT-family attention layers "
-                         "(query/key/value and attention.output.dense) to intervene in; use --intervention none")
+    name = type(student).__name__
+    transformer = bool(attention_parts(teacher))
+    if mode in TRANSFORMER_MODES and not transformer:
+        other = "for a CNN use --intervention block, else none" if cnn_blocks(teacher) else "use --intervention none"
+        raise UsageError("qat --intervention", mode, f"{name} has no BERT-family attention layers (query/key/value and "
+                         f"attention.output.dense) to intervene in; o, c, m and g are for Transformer encoders: {other}")
+    if mode in CNN_MODES and (transformer or not cnn_blocks(teacher)):
+        raise UsageError("qat --intervention", mode, f"{name} is a Transformer encoder: use --intervention o, c, m or g" if transformer else
+                         f"{name} has no blocks to feed the teacher's outputs into (two or more elements with layers of their own in an "
+                         "nn.Sequential, such as a ResNet's residual blocks); use --intervention none")
 
 
 def mode_at(mode: Mode, step: int, phase_steps: int) -> Mode:
@@ -101,16 +145,37 @@ class Intervened(nn.Module):
     def forward(self, student: nn.Module, batch: Dataset) -> torch.Tensor:
         mode = mode_at(self.mode, int(self.calls), self.phase_steps)
         self.calls += 1
-        with intervening(self._teacher[0], student, mode):
-            return self.loss(student, batch)
+        with intervening(self._teacher[0], student, mode) as blocks:
+            loss = self.loss(student, batch)
+        return loss + block_mse(blocks) if blocks.student else loss
+
+
+@dataclass
+class BlockOutputs:
+    """Each block's output in one intervened loss call (`block` mode; empty otherwise)."""
+
+    teacher: list[torch.Tensor | None]
+    student: list[torch.Tensor | None]
+
+
+def block_mse(blocks: BlockOutputs) -> torch.Tensor:
+    """Mean over blocks of MSE(student, teacher) / mean(teacher^2): each block's own error on the
+    teacher's input, on one scale for every block whatever its activations' size."""
+    terms = [(s - t).pow(2).mean() / t.pow(2).mean().clamp(min=1e-12) for s, t in zip(blocks.student, blocks.teacher, strict=True)]
+    return torch.stack(terms).mean()
 
 
 @contextlib.contextmanager
-def intervening(teacher: nn.Module, student: nn.Module, mode: Mode) -> Iterator[None]:
+def intervening(teacher: nn.Module, student: nn.Module, mode: Mode) -> Iterator[BlockOutputs]:
     """Hooks that record the teacher's tensors per layer and put them into the student's next
-    forward; removed on exit, so the student carries no hook afterwards (export traces it clean)."""
+    forward; removed on exit, so the student carries no hook afterwards (export traces it clean).
+    Yields the blocks' outputs of that forward (filled in `block` mode only)."""
     if mode == "none":
-        yield
+        yield BlockOutputs([], [])
+        return
+    if mode in CNN_MODES:
+        with _feeding_blocks(teacher, student) as blocks:
+            yield blocks
         return
     teacher_parts, student_parts = attention_parts(teacher), attention_parts(student)
     kept: list[torch.Tensor | None] = [None] * len(teacher_parts)
@@ -119,10 +184,39 @@ def intervening(teacher: nn.Module, student: nn.Module, mode: Mode) -> Iterator[
     for index, (t, s) in enumerate(zip(teacher_parts, student_parts, strict=True)):
         handles += _hooks(index, t, s, mode, kept, values)
     try:
-        yield
+        yield BlockOutputs([], [])
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def _feeding_blocks(teacher: nn.Module, student: nn.Module) -> Iterator[BlockOutputs]:
+    """`block` mode: the teacher's input to each block replaces the student's (the teacher's forward
+    runs first, inside the KD loss); both blocks' outputs are kept for `block_mse`. Blocks are found
+    on the float teacher and looked up by name in the student, whose folded and fake-quantized
+    layers would change what the rule sees."""
+    inner = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
+    names = cnn_blocks(teacher)
+    inputs: list[torch.Tensor | None] = [None] * len(names)
+    blocks = BlockOutputs([None] * len(names), [None] * len(names))
+    handles = []
+    for index, name in enumerate(names):
+        t, s = teacher.get_submodule(name), inner.get_submodule(name)
+        handles += [t.register_forward_pre_hook(lambda _m, args, i=index: inputs.__setitem__(i, args[0].detach())),
+                    t.register_forward_hook(lambda _m, _a, out, i=index: blocks.teacher.__setitem__(i, _tensor(out).detach())),
+                    s.register_forward_pre_hook(lambda _m, args, i=index: (inputs[i], *args[1:])),
+                    s.register_forward_hook(lambda _m, _a, out, i=index: blocks.student.__setitem__(i, _tensor(out)))]
+    try:
+        yield blocks
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _tensor(output: object) -> torch.Tensor:
+    # A block may return (hidden, extras...), as transformers' layers do; its first element flows on.
+    return output[0] if isinstance(output, tuple) else output
 
 
 def _hooks(index: int, t: AttentionParts, s: AttentionParts, mode: Mode, kept: list, values: list) -> list:

@@ -196,3 +196,30 @@ def test_qat_is_data_free_by_default(tmp_path, model):
     assert "Conv 2" in export["quantized_ops"] and export["fake_quant_agreement"] >= 0.95
     assert "Add 1" in export["quantized_ops"] and export["float_ops"] == "none"  # ranged on the synthetic set, as on real data
 
+
+
+def test_cnn_block_intervention_runs_both_phases_and_exports(tmp_path):
+    model = load("digits")
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _digits_like(32, 2)})
+    object.__setattr__(ctx, "dataset", lambda spec, role: _digits_like(64, 1))
+    record = run(model, [make_step("qat", {**FAST, "bits": "4", "data": "random", "steps": 4, "intervention": "block"}),
+                         make_step("export", {})], ctx)
+    qat_figures, export = record.steps[0].figures, record.steps[1].figures
+    assert qat_figures["intervention"] == "block" and qat_figures["intervention_steps"] == 1
+    assert export["fake_quant_agreement"] >= 0.95 and export["float_ops"] == "none"
+
+
+def _digits_like(n: int, seed: int) -> Dataset:
+    g = torch.Generator().manual_seed(seed)
+    return Dataset(f"random{seed}", (torch.randn(n, 1, 32, 32, generator=g),), torch.randint(0, 10, (n,), generator=g))
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["prune", "--ratio", "0.5", "qat", "--intervention", "block"], ["--intervention: block", "same architecture before QAT"]),
+    (["qat", "--intervention", "g"], ["--intervention: g", "for a CNN use --intervention block"]),
+])
+def test_cnn_intervention_misuse_is_one_line(runner, tmp_path, args, needles):
+    out = tmp_path / "run"
+    result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(out), *args, "--data", "digits:train", "--steps", "2"])
+    one_line_error(result, 2, *needles)
+    assert not out.exists()
