@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # MiniLM W8A8: compress `qat --bits 8 export` against onnxruntime's quantize_dynamic (per channel) on
-# the same FP32 export, side by side (quality on text:heldout, paired latency at batch 1 and 8, seq 128).
+# the same FP32 export, side by side (quality on text:heldout and on sentences from outside the project,
+# the docstrings of Python's standard library; paired latency at batch 1 and 8, seq 128).
 # Usage: bash benchmarks/qat_minilm.sh WORKDIR [qat options...]
 #   e.g. nice -n 5 bash benchmarks/qat_minilm.sh runs/bench-qat-minilm --steps 100 --ignore 'encoder.encoder.layer.0.output.dense'
 set -euo pipefail
@@ -20,8 +21,10 @@ quantize_dynamic(f"{w}/qat/original.onnx", f"{w}/ort_dynamic.onnx", per_channel=
 PY
 cp "$W/qat/model.onnx" "$W/qat_int8.onnx"
 cp "$W/qat/original.onnx" "$W/fp32.onnx"
+$BIN/python benchmarks/stdlib_sentences.py "$W/stdlib.txt"
 for f in qat_int8 ort_dynamic; do
   $BIN/compress eval "$W/$f.onnx" --data text:heldout --reference minilm --json > "$W/$f.eval.json"
+  $BIN/compress eval "$W/$f.onnx" --data "text:$W/stdlib.txt" --reference minilm --json > "$W/$f.stdlib.eval.json"
 done
 $BIN/compress bench "$W/fp32.onnx" "$W/qat_int8.onnx" "$W/ort_dynamic.onnx" --baseline "$W/ort_dynamic.onnx" \
     --batch 1 --batch 8 --threads 1 --max-seconds 30 --json "$W/bench.json"

@@ -24,7 +24,7 @@ from typing import Any
 from compress.model import Model
 from compress.pruning.edits import PRUNE_CHANNELS, PRUNE_HEADS, prune_channels, prune_heads
 from compress.quant import history
-from compress.quant.edits import FAKE_QUANT, FOLD_BN, fake_quant, fold_bn
+from compress.quant.edits import FAKE_QUANT, FOLD_BN, SMOOTH_INPUT, fake_quant, fold_bn, smooth_input
 
 Edit = Callable[[Model, dict[str, Any]], Model]
 
@@ -34,4 +34,5 @@ EDITS: dict[str, Edit] = {
     history.KIND: history.replay_quantized,
     FOLD_BN: fold_bn,
     FAKE_QUANT: fake_quant,
+    SMOOTH_INPUT: smooth_input,
 }

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
     from compress.data.specs import Dataset
     from compress.model import Model
+    from compress.quant.smooth import Group
     from compress.train import Evaluate, FitResult
 
 
@@ -39,6 +40,11 @@ if TYPE_CHECKING:
 # rate: on MiniLM at 8 bits, 1e-4 lowered fidelity within 20 steps and 2e-5 held it (benchmarks/README.md).
 CNN_LR = 1e-4
 TRANSFORMER_LR = 2e-5
+
+
+# SmoothQuant's migration strength for text encoders (dynamic uint8 inputs): benchmarks/README.md,
+# "MiniLM W8A8", compares alpha values.
+TEXT_SMOOTH_ALPHA = 0.7
 
 
 class QatConfig(StrictConfig):
@@ -51,6 +57,7 @@ class QatConfig(StrictConfig):
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
+    smooth: float | None = Field(None, ge=0, le=1, description=f"SmoothQuant migration strength alpha for Linear inputs: 1/s on the input, s on the weight columns, s_j = max|X_j|^alpha / max|W_j|^(1-alpha) from the calibration inputs; only the inputs where it measures better on them are smoothed (text encoders: an extra Mul before each); 0: off; default {TEXT_SMOOTH_ALPHA:g} for text encoders, off otherwise")
     keep_float: int = Field(0, ge=0, le=10_000, description="leave in float the N quantized layers whose quantization costs the most fidelity, each measured alone on the calibration inputs (mean cosine of the outputs to the float model's); on top of --ignore")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE to the teacher's layers, added to the output term (text encoders)")
     intervention: Literal["none", "o", "c", "m", "g", "block"] = Field("none", description="Teacher Intervention, for a student with the teacher's architecture, during a first phase. Transformer encoders: the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer; g: O, then C, then M (a sixth, a sixth, the rest). CNNs: block: every block (a ResNet's residual blocks) reads the teacher's output of the block before it, plus a per-block output MSE. Then plain KD-QAT")
@@ -72,11 +79,12 @@ class QatConfig(StrictConfig):
 def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     from compress.data.specs import Dataset
     from compress.quant.calibration import text_inputs
-    from compress.quant.edits import FAKE_QUANT, FOLD_BN
+    from compress.quant.edits import FAKE_QUANT, FOLD_BN, SMOOTH_INPUT
     from compress.quant.fake import wrap
     from compress.quant.fold import conv_bn_pairs, fold
     from compress.quant.intervention import check_same_architecture
     from compress.quant.prepare import init_steps, probe, quantizable, reaching_output
+    from compress.quant.smooth import candidates as smoothing_candidates
 
     refuse_if_quantized(model, "qat", "quantize once; start again from the float model")
     if not quantizable(model.module, config.ignore):  # before the data: the model is the first thing wrong
@@ -96,8 +104,11 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     # Text sorted by length and each batch cut to its longest real sequence, as every inference over text.
     calibration = [Dataset(data.name, inputs) for _, inputs in data.head(config.calibration_samples).padded_batches(config.batch_size)]
     shared, signed, samples = probe(module, layers, calibration)
+    alpha = config.smooth if config.smooth is not None else (TEXT_SMOOTH_ALPHA if activations == "dynamic" else 0.0)
+    candidates = smoothing_candidates(module, layers, shared, calibration) if alpha else []
     wrap(module, layers, config.bits, shared, signed, activations)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
+    smoothed = _smooth(student, model, candidates, alpha, config, data.head(config.calibration_samples), ctx)
     kept_float = _keep_float(student, model, config, data.head(config.calibration_samples), ctx)
     layers = [name for name in layers if name not in kept_float]
     if not layers:
@@ -105,10 +116,13 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
     edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec,
                "activations": activations},)
+    if smoothed:
+        edits += ({"kind": SMOOTH_INPUT, "alpha": alpha, "modules": [[group.at, group.channels] for group in smoothed]},)
     student = student.replace(edits=(*student.edits, *edits))
     ctx.log(f"qat: {len(layers)} layers at {config.bits if config.bits == 'ternary' else config.bits + '-bit'} weights / 8-bit {activations} inputs, {len(pairs)} BatchNorms folded, "
             f"steps from {config.init} on {data.name}" + (f", Teacher Intervention {config.intervention}" if config.intervention != "none" else ""))
     figures = {"bits": config.bits, "activations": activations, "quantized_layers": len(layers),
+               "smooth_alpha": alpha, "smoothed_inputs": ", ".join(group.at for group in smoothed) or "none",
                "float_layers": ", ".join((*config.ignore, *kept_float)) or "none",
                "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
                "intervention": config.intervention, "data": data.name}
@@ -121,6 +135,30 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     # Made here (no earlier step made one): its figures and files too, and the set for later steps.
     figures.update({f"synthetic_{k}": v for k, v in synthesized.figures.items()})
     return Result(quantized, figures, synthesized.artifacts, data=synthesized.data)
+
+
+def _smooth(student: Model, model: Model, candidates: list[Group], alpha: float, config: QatConfig, data: Dataset,
+            ctx: Context) -> list[Group]:
+    """Smooth the inputs where it pays: each group smoothed alone in the fake-quantized `student`,
+    kept when that raises the outputs' mean cosine to the float model's on the calibration inputs;
+    the kept ones are then applied together (in place)."""
+    if not candidates:
+        return []
+    from compress.predict import torch_outputs
+    from compress.quant.smooth import cosine_each_alone, mean_cosine, smooth_quantized
+
+    ctx.log(f"qat: measuring SmoothQuant (alpha {alpha:g}) on each of {len(candidates)} Linear inputs alone, on {len(data)} calibration inputs")
+    reference = torch_outputs(model, data)
+    before = mean_cosine(student, data, reference)
+    alone = cosine_each_alone(student, candidates, alpha, data, reference, config.init, config.bits)
+    chosen = [group for group in candidates if alone[group.at] > before]
+    ctx.log("qat: mean cosine with each input smoothed alone: " + ", ".join(f"{at} {cos:.5f}" for at, cos in alone.items()))
+    for group in chosen:
+        smooth_quantized(student.module, group, alpha, config.init, config.bits)
+    after = mean_cosine(student, data, reference) if chosen else before
+    ctx.log(f"qat: smoothed {len(chosen)} of {len(candidates)} inputs ({', '.join(g.at for g in chosen) or 'none'}): "
+            f"calibration mean cosine {before:.5f} -> {after:.5f}")
+    return chosen
 
 
 def _keep_float(student: Model, model: Model, config: QatConfig, data: Dataset, ctx: Context) -> list[str]:

@@ -3,6 +3,9 @@
 - "fold_bn": {"pairs": [[conv, bn], ...]}: each BatchNorm folded into its conv (Identity left).
 - "fake_quant": {"bits", "layers", "shared", "signed", "activations"}: Conv/Linear layers wrapped with
   LSQ quantizers; "activations" "dynamic" (text encoders) or "static" (absent in older saves).
+- "smooth_input": {"alpha", "modules": [[name, channels], ...]}: SmoothQuant's 1/s on each named
+  module's first input (compress/quant/smooth.py); the scales and the scaled weights are in the saved
+  state.
 The replay rebuilds the structure only; the saved weights and steps are loaded afterwards.
 """
 
@@ -13,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from compress.model import Model
 
-FOLD_BN, FAKE_QUANT = "fold_bn", "fake_quant"
+FOLD_BN, FAKE_QUANT, SMOOTH_INPUT = "fold_bn", "fake_quant", "smooth_input"
 
 
 def fold_bn(model: Model, edit: dict[str, Any]) -> Model:
@@ -27,4 +30,12 @@ def fake_quant(model: Model, edit: dict[str, Any]) -> Model:
     from compress.quant.fake import wrap
 
     wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"], edit.get("activations", "static"))
+    return model
+
+
+def smooth_input(model: Model, edit: dict[str, Any]) -> Model:
+    from compress.quant.smooth import attach
+
+    for name, channels in edit["modules"]:
+        attach(model.module, name, channels)
     return model

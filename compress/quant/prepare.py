@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from compress.data.specs import Dataset
-from compress.quant.fake import QUANTIZABLE, LsqQuantizer, quant_layers
+from compress.quant.fake import QUANTIZABLE, LsqQuantizer, QuantLayer, quant_layers
 from compress.quant.options import Init
 
 if TYPE_CHECKING:
@@ -89,17 +89,23 @@ def init_steps(module: nn.Module, samples: dict[str, torch.Tensor], method: Init
     """Weights per channel and activations per tensor, by min/max or the MSE-best clipping (TWN for ternary)."""
     generator = torch.Generator().manual_seed(seed)
     for name, layer in quant_layers(module).items():
-        weight = layer.inner.weight.detach().flatten(1)
-        quant = layer.weight_quant
-        if bits == "ternary":
-            quant.step.copy_(_twn_step(weight))
-        else:
-            quant.step.copy_(torch.stack([_best_step(row, quant, method) for row in weight]))
+        init_weight_steps(layer, method, bits)
         values = samples[name]
         if values.numel() > MSE_SAMPLE:
             values = values[torch.randint(values.numel(), (MSE_SAMPLE,), generator=generator)]
         if isinstance(layer.input_quant, LsqQuantizer):  # dynamic inputs have no step to start
             layer.input_quant.step.copy_(_best_step(values, layer.input_quant, method).view(1))
+
+
+@torch.no_grad()
+def init_weight_steps(layer: QuantLayer, method: Init, bits: str) -> None:
+    """One layer's weight steps, per output channel, from its float weight."""
+    weight = layer.inner.weight.detach().flatten(1)
+    quant = layer.weight_quant
+    if bits == "ternary":
+        quant.step.copy_(_twn_step(weight))
+    else:
+        quant.step.copy_(torch.stack([_best_step(row, quant, method) for row in weight]))
 
 
 def _twn_step(weight: torch.Tensor) -> torch.Tensor:

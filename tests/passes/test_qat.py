@@ -157,11 +157,34 @@ def test_keep_float_leaves_the_most_sensitive_layers_float(tmp_path, bert):
     with torch.no_grad():  # an outlier on one FFN input: its layer's dynamic range is the one that hurts
         model = model.copy()
         model.module.encoder.encoder.layer[1].intermediate.dense.bias[3] = 300.0
-    record = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "keep_float": 2}), make_step("export", {})],
+    # Smoothing off: it would take the outlier out of that input (the test below).
+    record = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "keep_float": 2, "smooth": 0}), make_step("export", {})],
                  _text_ctx(tmp_path, model))
     qat, export = record.steps[0].figures, record.steps[1].figures
     assert qat["quantized_layers"] == 10 and "encoder.encoder.layer.1.output.dense" in qat["float_layers"]
     assert export["quantized_ops"] == "MatMulInteger 10" and export["fake_quant_cosine_mean"] >= 0.999
+
+
+def test_smoothing_takes_an_outlier_channel_out_of_a_dynamic_input_and_exports_as_a_mul(tmp_path, bert):
+    import onnx
+
+    model, _ = bert
+    with torch.no_grad():  # one GELU output channel 300x the others: it alone sets that input's uint8 range
+        model = model.copy()
+        model.module.encoder.encoder.layer[1].intermediate.dense.bias[3] = 300.0
+    plain = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "smooth": 0})], _text_ctx(tmp_path / "plain", model))
+    record = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "smooth": 0.5}), make_step("export", {})],
+                 _text_ctx(tmp_path, model))
+    qat, export = record.steps[0].figures, record.steps[1].figures
+    assert "encoder.encoder.layer.1.output" in qat["smoothed_inputs"].split(", ") and qat["smooth_alpha"] == 0.5
+    assert record.steps[0].after["quality"]["cosine_mean"] > plain.steps[0].after["quality"]["cosine_mean"]
+    assert export["quantized_ops"] == "MatMulInteger 12" and export["fake_quant_cosine_mean"] >= 0.999
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    smoothed = len(qat["smoothed_inputs"].split(", "))
+    assert sum(n.op_type == "Mul" and any("smooth_input" in i for i in n.input) for n in graph.node) == smoothed
+    again = load(str(save(record.model, tmp_path / "saved")))  # the Mul replays on load; its scales are saved
+    ids, mask = _ids(4, 3).inputs
+    assert torch.equal(again(ids, mask), record.model(ids, mask))
 
 
 def test_onnx_weights_are_the_learned_grid(tmp_path, bert):
