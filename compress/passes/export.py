@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class ExportConfig(StrictConfig):
     opset: int = Field(17, ge=17, le=21, description="ONNX opset version of the exported graph")
     tolerance: float = Field(1e-4, gt=0, le=1, description="largest |onnxruntime - torch| output difference allowed on held-out and random inputs, relative to the largest output magnitude when that exceeds 1; over it the run fails")
-    parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime (random inputs at two batch sizes, and two sequence lengths for text, are always compared too)")
+    parity_samples: int = Field(64, ge=1, le=10000, description="number of held-out inputs compared between torch and onnxruntime (random inputs at two batch sizes, and two sequence lengths for text, are always compared too); an INT8 graph from qat is checked on all held-out inputs up to 1000, at least this many")
     filename: str = Field("model.onnx", pattern=r"^[\w.-]+\.onnx$", description="file name of the ONNX graph in the run folder")
 
 
@@ -73,11 +73,12 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
     the learned steps; checked against the fake-quant torch model by agreement (or cosine), as
     rounding at grid boundaries makes an absolute tolerance meaningless."""
     from compress.data.specs import Dataset
-    from compress.quant.qdq_export import LEAST_AGREEMENT, LEAST_COSINE, export_quantized, verify
+    from compress.quant.qdq_export import FIDELITY_SAMPLES, LEAST_AGREEMENT, LEAST_COSINE, export_quantized, verify
 
     ctx.log(f"export: exporting the fake-quantized {model.name} to INT8 {config.filename} (opset {config.opset}) with its learned scales")
     exported = export_quantized(model, ctx.run_dir / config.filename, config.opset, _qat_calibration(model, ctx))
-    data = ctx.heldout.head(config.parity_samples) if ctx.heldout is not None else Dataset("example inputs", model.example_inputs)
+    samples = max(config.parity_samples, FIDELITY_SAMPLES)
+    data = ctx.heldout.head(samples) if ctx.heldout is not None else Dataset("example inputs", model.example_inputs)
     fidelity = verify(model, exported.path, data)
     figures = {
         "exporter": exported.exporter,

@@ -57,6 +57,17 @@ def test_qat_then_export_writes_int8_that_agrees_and_reloads(tmp_path, model):
     assert torch.equal(again(x), record.model(x)) and len(quant_layers(again.module)) == 3
 
 
+def test_int8_export_is_checked_on_the_whole_heldout_split(tmp_path, model):
+    # A 99.5% bar on 64 inputs allows no flip; the check reads every held-out input (up to 1000).
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": _images(300, 2)})
+    object.__setattr__(ctx, "dataset", lambda spec, role: _images(64, 1))
+    record = run(model, [make_step("qat", {**FAST, "data": "random"}), make_step("export", {})], ctx)
+    export = record.steps[1].figures
+    assert export["parity_samples"] == 300 and record.steps[1].produced["parity"]["samples"] == 300
+    assert export["fake_quant_disagreeing"] == round((1 - export["fake_quant_agreement"]) * 300)
+    assert export["fake_quant_disagreeing_margin_max"] >= 0.0
+
+
 @pytest.mark.parametrize(
     "steps, needle",
     [

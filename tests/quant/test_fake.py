@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from compress.data.specs import Dataset
+from compress.errors import RunFailed
 from compress.loading.checkpoint import load
 from compress.metrics import cosine, top1_agreement
 from compress.onnx.outputs import onnx_outputs
@@ -15,7 +16,7 @@ from compress.predict import torch_outputs
 from compress.quant.fake import LsqQuantizer, quant_layers, weight_levels, wrap
 from compress.quant.fold import conv_bn_pairs, fold
 from compress.quant.prepare import init_steps, probe, quantizable
-from compress.quant.qdq_export import export_quantized
+from compress.quant.qdq_export import export_quantized, verify
 
 
 @pytest.mark.parametrize("bits, levels", [("8", 127), ("4", 7), ("3", 3), ("2", 1), ("ternary", 1)])
@@ -82,6 +83,19 @@ def test_qdq_export_matches_the_fake_quant_model(tmp_path, bits):
     # conv input's DQ too, leave a few flips; digits holds the 99.5% bar in the export pass.
     assert top1_agreement(got, expected) >= 0.95
     assert cosine(got, expected).mean() > 0.99
+
+
+def test_int8_check_fails_naming_the_disagreements(tmp_path):
+    model, *_ = _fake_quantized("8")
+    other, *_ = _fake_quantized("ternary")  # another grid: a different function
+    with torch.no_grad():
+        other.module.head.inner.weight.mul_(-1)
+    exported = export_quantized(other, tmp_path / "other.onnx")
+    heldout = Dataset("h", (torch.randn(100, 1, 8, 8, generator=torch.Generator().manual_seed(2)),))
+    with pytest.raises(RunFailed, match=r"agreement 0\.\d+ .* on 100 inputs of h, under the 0\.995 required \(\d+ disagreeing inputs; "
+                                        r"the torch model's top-two logit gap on them is at most [\d.]+\)"):
+        verify(model, exported.path, heldout)
+    assert verify(model, export_quantized(model, tmp_path / "q.onnx").path, Dataset("one", (heldout.inputs[0][:1],)))["disagreeing"] == 0
 
 
 def test_dynamic_quantizer_is_onnxruntimes_dynamic_quantize_linear():
