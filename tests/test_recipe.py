@@ -27,9 +27,10 @@ def test_every_pass_config_round_trips_through_a_recipe(name):
 def test_default_recipe_parses():
     recipe = default_recipe()
     assert recipe.model == "digits"
-    assert [s.name for s in recipe.steps] == ["prune", "distill", "export", "ptq", "bench"]
-    # distill trains on the train split, never on the held-out split quality is measured on.
-    assert recipe.steps[1].config.data == "digits:train"
+    assert [s.name for s in recipe.steps] == ["prune", "synthesize", "distill", "qat", "export", "bench"]
+    # Data-free: every training step reads the synthetic set, no real image (issues 13 and 14).
+    assert recipe.steps[2].config.data == "synthetic" and recipe.steps[3].config.data in (None, "synthetic")
+    assert recipe.steps[3].config.bits == "8"
     assert recipe.gates.max_quality_drop is not None and recipe.gates.max_latency_ratio is not None
 
 

@@ -31,6 +31,37 @@ def seeded_cnn(seed: int = 0, width: int = 4) -> TinyCNN:
     return model.eval()
 
 
+class ResidualCNN(nn.Module):
+    """A residual block written as digits' ResNet writes it: ReLU and pooling as modules, the
+    block's input read by its first conv and by the skip."""
+
+    def __init__(self, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.stem, self.stem_bn, self.stem_relu = nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        self.conv1, self.bn1, self.relu1 = nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        self.conv2, self.bn2, self.relu2 = nn.Conv2d(width, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem_relu(self.stem_bn(self.stem(x)))
+        out = self.relu1(self.bn1(self.conv1(x)))
+        x = self.relu2(self.bn2(self.conv2(out)) + x)
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+def residual_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    model = ResidualCNN()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    with torch.no_grad():  # spread the logits, as a trained model's are, so top-1 is not a coin toss
+        model.head.weight.mul_(30)
+    return model.eval()
+
+
 def cnn() -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     return seeded_cnn(), (torch.randn(1, 1, 8, 8, generator=torch.Generator().manual_seed(1)),)
 

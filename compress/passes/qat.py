@@ -113,9 +113,10 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     layers = [name for name in layers if name not in kept_float]
     if not layers:
         _no_layers(model, config)
+    outputs, unmodelled = _place_outputs(student, shared, calibration, ctx) if activations == "static" else ({}, [])
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
     edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec,
-               "activations": activations},)
+               "activations": activations, "outputs": outputs},)
     if smoothed:
         edits += ({"kind": SMOOTH_INPUT, "alpha": alpha, "modules": [[group.at, group.channels] for group in smoothed]},)
     student = student.replace(edits=(*student.edits, *edits))
@@ -125,7 +126,8 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
                "smooth_alpha": alpha, "smoothed_inputs": ", ".join(group.at for group in smoothed) or "none",
                "float_layers": ", ".join((*config.ignore, *kept_float)) or "none",
                "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
-               "intervention": config.intervention, "data": data.name}
+               "intervention": config.intervention, "data": data.name,
+               "quantized_outputs": len(outputs), "unmodelled_int8_tensors": len(unmodelled)}
     if config.steps:
         figures |= train_qat(student.module, model, config, ctx, data)[0]
     module.eval()
@@ -173,6 +175,30 @@ def _keep_float(student: Model, model: Model, config: QatConfig, data: Dataset, 
     unwrap(student.module, kept)
     ctx.log(f"qat: kept float: {', '.join(kept)}")
     return kept
+
+
+def _place_outputs(student: Model, shared: dict[str, str], calibration: list[Dataset], ctx: Context) -> tuple[dict[str, dict], list[str]]:
+    """Fake quantizers on the tensors between the layers that onnxruntime will quantize in the INT8
+    export (compress/quant/placement.py), so QAT trains, and the torch model computes, what the
+    INT8 graph does. A new quantizer starts from onnxruntime's calibrated range; one on a tensor a
+    layer reads is that layer's own."""
+    import torch
+
+    from compress.quant.fake import output_quantizer, wrap_outputs
+    from compress.quant.placement import plan_outputs
+    from compress.quant.qdq_export import float_twin
+
+    twin, layers = float_twin(student)
+    plan, unmatched = plan_outputs(twin, layers, shared, calibration)
+    wrap_outputs(student.module, plan)
+    with torch.no_grad():
+        for name, entry in plan.items():
+            if entry["owner"] is None:  # uint8 range [(0 - z) s, (255 - z) s] onto our grid
+                quant, scale, zero = output_quantizer(student.module, name), entry["scale"], 128 if entry["signed"] else 0
+                quant.step.fill_(max(zero * scale / max(quant.q_n, 1), (255 - zero) * scale / quant.q_p) if entry["signed"] else scale)
+    ctx.log(f"qat: {len(plan)} tensors between the layers fake-quantized as onnxruntime will quantize them"
+            + (f"; {len(unmatched)} it quantizes come from no module and stay unmodelled: {', '.join(unmatched[:3])}" if unmatched else ""))
+    return {name: {"owner": e["owner"], "signed": e["signed"], "tensors": e["tensors"]} for name, e in plan.items()}, unmatched
 
 
 def _no_layers(model: Model, config: QatConfig) -> None:

@@ -1,8 +1,10 @@
 """The structural edits QAT records, and their replay when a saved model is loaded (compress.edits).
 
 - "fold_bn": {"pairs": [[conv, bn], ...]}: each BatchNorm folded into its conv (Identity left).
-- "fake_quant": {"bits", "layers", "shared", "signed", "activations"}: Conv/Linear layers wrapped with
-  LSQ quantizers; "activations" "dynamic" (text encoders) or "static" (absent in older saves).
+- "fake_quant": {"bits", "layers", "shared", "signed", "activations", "outputs"}: Conv/Linear layers
+  wrapped with LSQ quantizers; "activations" "dynamic" (text encoders) or "static" (absent in older
+  saves); "outputs": the modules whose outputs are fake-quantized as the INT8 graph quantizes them
+  (compress/quant/placement.py; absent in older saves).
 - "smooth_input": {"alpha", "modules": [[name, channels], ...]}: SmoothQuant's 1/s on each named
   module's first input (compress/quant/smooth.py); the scales and the scaled weights are in the saved
   state.
@@ -27,9 +29,10 @@ def fold_bn(model: Model, edit: dict[str, Any]) -> Model:
 
 
 def fake_quant(model: Model, edit: dict[str, Any]) -> Model:
-    from compress.quant.fake import wrap
+    from compress.quant.fake import wrap, wrap_outputs
 
     wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"], edit.get("activations", "static"))
+    wrap_outputs(model.module, edit.get("outputs") or {})
     return model
 
 

@@ -93,13 +93,42 @@ class QuantLayer(nn.Module):
         self.inner = inner
         self.weight_quant = LsqQuantizer(*weight_levels(bits), channels=inner.weight.shape[0])
         self.input_quant = input_quant
+        # Set by `wrap_outputs` where onnxruntime quantizes this layer's output (compress/quant/placement.py).
+        self.output_quant: LsqQuantizer | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_quant(x)
         weight = self.weight_quant(self.inner.weight)
+        bias = self._bias()
         if isinstance(self.inner, nn.Linear):
-            return F.linear(x, weight, self.inner.bias)
-        return self.inner._conv_forward(x, weight, self.inner.bias)
+            y = F.linear(x, weight, bias)
+        else:
+            y = self.inner._conv_forward(x, weight, bias)
+        return y if self.output_quant is None else self.output_quant(y)
+
+    def _bias(self) -> torch.Tensor | None:
+        """onnxruntime's static INT8 layers add the bias as int32 on the grid input step x weight
+        step (per channel): rounded the same way here (straight-through), so a bias between two
+        grid points does not move outputs across a rounding boundary in one model only."""
+        bias = self.inner.bias
+        if bias is None or not isinstance(self.input_quant, LsqQuantizer):
+            return bias
+        grid = (self.input_quant.step * self.weight_quant.step).detach()
+        return _round_ste(bias / grid) * grid
+
+
+class OutputQuant(nn.Module):
+    """A module whose output is fake-quantized: a tensor that onnxruntime quantizes between the
+    layers (a residual block's output, the pooled features), so every reader sees the quantized
+    values, the residual skip included, as in the INT8 graph."""
+
+    def __init__(self, inner: nn.Module, quant: LsqQuantizer) -> None:
+        super().__init__()
+        self.inner = inner
+        self.quant = quant
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.quant(self.inner(*args))
 
 
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
@@ -123,3 +152,25 @@ def wrap(module: nn.Module, layers: Iterable[str], bits: str, shared: dict[str, 
         holder = module.get_submodule(parent) if parent else module
         setattr(holder, attr, QuantLayer(getattr(holder, attr), bits, quantizers[owner]))
     return module
+
+
+def output_quantizer(module: nn.Module, name: str) -> LsqQuantizer | None:
+    """The quantizer on the output of the module called `name` (a QuantLayer's or an OutputQuant's)."""
+    target = module.get_submodule(name)
+    return target.output_quant if isinstance(target, QuantLayer) else target.quant if isinstance(target, OutputQuant) else None
+
+
+def wrap_outputs(module: nn.Module, outputs: dict[str, dict]) -> None:
+    """Fake-quantize the outputs of the modules named in `outputs` (in place): each entry's "owner"
+    names the layer whose input quantizer the output shares (the tensor that layer reads), else a
+    new per-tensor quantizer on the "signed" grid."""
+    layers = quant_layers(module)
+    for name, entry in outputs.items():
+        owner = entry.get("owner")
+        quant = layers[owner].input_quant if owner else LsqQuantizer(*activation_levels(entry["signed"]))
+        target = module.get_submodule(name)
+        if isinstance(target, QuantLayer):
+            target.output_quant = quant
+            continue
+        parent, _, attr = name.rpartition(".")
+        setattr(module.get_submodule(parent) if parent else module, attr, OutputQuant(target, quant))

@@ -26,7 +26,7 @@ from compress.model import Model
 from compress.onnx.export import export_onnx
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
-from compress.quant.fake import DynamicQuantizer, QuantLayer, quant_layers
+from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, output_quantizer, quant_layers
 from compress.quant.ort import has_integer_inputs, op_summary, quiet
 
 
@@ -41,8 +41,13 @@ class QuantizedExport:
 
 
 def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
-    """The model with every QuantLayer replaced by its float layer holding the fake-quantized weight."""
+    """The model with every QuantLayer replaced by its float layer holding the fake-quantized weight,
+    and every OutputQuant by the module it wraps."""
     module = copy.deepcopy(model.module)
+    for name in [n for n, m in module.named_modules() if isinstance(m, OutputQuant)]:
+        parent, _, attr = name.rpartition(".")
+        holder = module.get_submodule(parent) if parent else module
+        setattr(holder, attr, getattr(holder, attr).inner)
     layers = quant_layers(module)
     for name, layer in layers.items():
         inner = layer.inner
@@ -59,18 +64,22 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
     runs them in int8 as PTQ does; without it only the layers' inputs and weights are quantized.
     A model with dynamic activations (text encoders) goes through onnxruntime's dynamic quantizer
     instead: its learned weight steps as overrides, activation ranges computed per call."""
+    from compress.quant.edits import FAKE_QUANT
+
     twin, layers = float_twin(model)
     dynamic = any(isinstance(layer.input_quant, DynamicQuantizer) for layer in layers.values())
+    outputs = next((e.get("outputs") for e in reversed(model.edits) if e.get("kind") == FAKE_QUANT), None) or {}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".qat.") as scratch:
         exported = export_onnx(twin, Path(scratch) / "float.onnx", opset)
         graph = onnx.load(str(exported.path)).graph
         overrides, nodes = _overrides(graph, layers, dynamic)
+        overrides |= _output_overrides(model.module, outputs)
         with atomic_path(path) as tmp, quiet():
             try:
                 if dynamic:
                     _quantize_dynamic(exported.path, tmp, overrides, nodes)
                 else:
-                    _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration)
+                    _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration, bool(outputs))
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             quantized, kept = op_summary(load_structure(tmp).graph)
@@ -78,11 +87,14 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
 
 
 def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrides: dict, nodes: list[str],
-                     model: Model, calibration: Dataset | None) -> None:
+                     model: Model, calibration: Dataset | None, placed: bool) -> None:
+    """`placed`: the torch model quantizes the tensors between its layers too (plan_outputs), so the
+    whole graph is quantized, their learned steps overriding any calibration (a saved model
+    exported in another run has no calibration data: its example inputs stand in)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    whole_graph = calibration is not None and not has_integer_inputs(graph)
-    data = calibration if whole_graph else Dataset("example inputs", model.example_inputs)
+    whole_graph = (calibration is not None or placed) and not has_integer_inputs(graph)
+    data = calibration if whole_graph and calibration is not None else Dataset("example inputs", model.example_inputs)
     reader = DatasetReader(data, [i.name for i in graph.input], 32)
     quantize_static(
         str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,
@@ -102,7 +114,7 @@ def _quantize_dynamic(source: Path, target: Path, overrides: dict, nodes: list[s
                      op_types_to_quantize=["MatMul", "Gemm"], extra_options={"TensorQuantOverrides": overrides})
 
 
-def _weight_nodes(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> dict[str, tuple[onnx.NodeProto, str, int]]:
+def layer_nodes(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> dict[str, tuple[onnx.NodeProto, str, int]]:
     """Each layer's (node, weight value name, channel axis) in the graph. Conv and Gemm read the
     torch weight by its name (channels on axis 0); a Linear on 3-D inputs becomes MatMul with a
     transposed copy of the weight under a generated name ([in, out]: channels on axis 1), found by
@@ -139,7 +151,7 @@ def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer], dynamic: b
     (static activations) the learned input step as a uint8 scale."""
     from onnxruntime.quantization import QuantType
 
-    placed = _weight_nodes(graph, layers)
+    placed = layer_nodes(graph, layers)
     missing = [name for name in layers if name not in placed]
     if missing:
         raise RunFailed(f"the exported graph has no Conv/Gemm/MatMul reading the weights of {', '.join(missing[:3])}; "
@@ -160,6 +172,20 @@ def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer], dynamic: b
             *({"scale": np.array(s), "zero_point": np.array(0, dtype=np.int8)} for s in steps[1:]),
         ]
     return overrides, [node.name for node, _, _ in placed.values()]
+
+
+def _output_overrides(module: torch.nn.Module, outputs: dict[str, dict]) -> dict[str, list[dict]]:
+    """The learned steps of the quantizers on tensors between the layers (plan_outputs), as uint8
+    scales with zero point 0 or 128, under each ONNX value name that tensor has."""
+    from onnxruntime.quantization import QuantType
+
+    overrides = {}
+    for name, entry in outputs.items():
+        quant = output_quantizer(module, name)
+        override = {"quant_type": QuantType.QUInt8, "scale": np.array(float(quant.step.detach()), dtype=np.float32),
+                    "zero_point": np.array(128 if quant.q_n else 0, dtype=np.uint8)}
+        overrides.update({tensor: [override] for tensor in entry["tensors"]})
+    return overrides
 
 
 # The issue's bar for the exported graph against the fake-quant torch model it came from.
