@@ -94,11 +94,13 @@ def test_without_data_distill_trains_on_the_runs_synthetic_set(tmp_path, tiny_te
     assert record.model.module is not student.module
 
 
-@pytest.mark.slow  # synthesize's defaults: 256 inputs, 200 steps a batch (4-18 s here)
+@pytest.mark.slow  # synthesize's defaults: 128 inputs, 100 steps a batch (4-18 s here)
 def test_without_a_synthesize_step_distill_makes_the_set_itself(tmp_path):
+    from compress.distill.settings import InversionSettings
+
     teacher = load("tiny_models:cnn")
     result = distill(teacher.copy(), DistillConfig(steps=2, eval_every=0), Context(run_dir=tmp_path, teacher=teacher))
-    assert result.figures["synthetic_images"] == 256 and result.figures["data"].startswith("synthetic")
+    assert result.figures["synthetic_images"] == InversionSettings().images and result.figures["data"].startswith("synthetic")
     assert result.artifacts["synthetic"] == tmp_path / "synthetic.safetensors" and result.artifacts["synthetic"].is_file()
 
 
@@ -170,3 +172,15 @@ def test_without_dropout_the_student_trains_deterministic_and_keeps_its_rates():
     assert module[1].p == 0.5
     with _dropout(module, active=True):
         assert not torch.equal(module(x), module(x))
+
+
+@pytest.mark.parametrize("given, synthetic, images, expected", [
+    ({}, False, True, (150, 32)),  # real data
+    ({}, True, True, (400, 64)),  # a synthetic set of images: more, larger steps
+    ({}, True, False, (400, 32)),  # synthetic token sequences
+    ({"steps": 7, "batch_size": 5}, True, True, (7, 5)),  # what the user gives wins
+])
+def test_the_default_schedule_follows_the_kind_of_data(given, synthetic, images, expected):
+    from compress.passes.distill import schedule
+
+    assert schedule(DistillConfig(**given), synthetic, images) == expected
