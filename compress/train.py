@@ -62,6 +62,7 @@ class FitConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay; 0 for KD recovery of trained weights
     grad_clip: float = 1.0  # max global gradient norm; 0 turns clipping off
     eval_every: int = 0  # steps between held-out evaluations and progress lines; 0: only at the end
+    keep_best: bool = True  # end holding the best evaluated state; False: the last one (the evaluations only draw the curve)
 
     def __post_init__(self) -> None:
         problems = [f"{name} {getattr(self, name)} (must be {rule})" for name, bad, rule in (
@@ -192,12 +193,14 @@ def fit(
                 if world.main:
                     _save_checkpoint(checkpointing.path, trained, progress, identity)
     final_metric = progress.history[-1].metric
-    progress.best.restore(student)
+    if config.keep_best:
+        progress.best.restore(student)
+    best_step, best_metric = (progress.best.step, progress.best.metric) if config.keep_best else (config.steps, final_metric)
     if world.distributed:
         sync_from_main(student)
     student.eval()
     return FitResult(
-        history=tuple(progress.history), best_step=progress.best.step, best_metric=progress.best.metric,
+        history=tuple(progress.history), best_step=best_step, best_metric=best_metric,
         final_metric=final_metric, loss_start=progress.loss_start, loss_end=progress.history[-1].loss,
         steps=config.steps, seconds=time.perf_counter() - started,
     )

@@ -96,6 +96,18 @@ def test_fit_never_returns_a_student_worse_than_its_start():
     assert all(torch.equal(v, start[k]) for k, v in student.state_dict().items())
 
 
+def test_without_keep_best_fit_ends_on_its_last_state_and_only_draws_the_curve():
+    scores = iter([0.5, 0.9, 0.1, 0.2])  # the best evaluation (step 10) is not the last
+    student = _student()
+    config = FitConfig(steps=30, lr=1e-2, batch_size=32, eval_every=10, keep_best=False)
+    result = fit(student, _mse, _regression(), config, evaluate=lambda _: next(scores))
+    assert [p.metric for p in result.history] == [0.5, 0.9, 0.1, 0.2]
+    assert (result.best_step, result.best_metric, result.final_metric) == (30, 0.2, 0.2)
+    again = _student()
+    fit(again, _mse, _regression(), FitConfig(steps=30, lr=1e-2, batch_size=32, eval_every=0))
+    assert all(torch.equal(a, b) for a, b in zip(student.state_dict().values(), again.state_dict().values()))
+
+
 def test_fit_trains_the_parameters_of_a_loss_module():
     class Scaled(nn.Module):  # a loss with a learned part, like KD's width projections
         def __init__(self) -> None:

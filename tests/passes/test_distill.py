@@ -184,3 +184,17 @@ def test_the_default_schedule_follows_the_kind_of_data(given, synthetic, images,
     from compress.passes.distill import schedule
 
     assert schedule(DistillConfig(**given), synthetic, images) == expected
+
+
+def test_a_synthetic_set_trains_whole_and_keeps_the_last_state_its_curve_only_watching_heldout(tmp_path):
+    teacher = load("tiny_models:cnn")
+    heldout = load_data("digits:test", teacher)
+    ctx = Context(run_dir=tmp_path, teacher=teacher, data={"heldout": heldout}, heldout_spec="digits:test")
+    record = run(teacher.copy(), [make_step("synthesize", {"images": 16, "batch_size": 8, "steps": 2}),
+                                  make_step("distill", {"steps": 4, "eval_every": 2})], ctx)
+    figures = record.steps[1].figures
+    # all 16 inputs train, nothing is held aside, and the last state is what comes back
+    assert figures["validation_samples"] == 0 and figures["validation_metric"] is None and figures["best_step"] == 4
+    assert figures["data"].startswith("synthetic (16 inputs")
+    assert figures["heldout_curve_metric"] == "agreement" and 0 <= figures["heldout_curve_final"] <= 1
+    assert (tmp_path / "kd_curve.png").is_file()
