@@ -106,7 +106,9 @@ class Sleepy(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import time
 
-        time.sleep(0.2)
+        # Long enough that the run is still writing when a test's second run (which may take
+        # seconds on a loaded machine) has been refused; every test kills it anyway.
+        time.sleep(1.0)
         return self.inner(x)
 
 
