@@ -5,13 +5,15 @@
 # Usage: bash benchmarks/qat_minilm.sh WORKDIR [qat options...]
 #   e.g. nice -n 5 bash benchmarks/qat_minilm.sh runs/bench-qat-minilm --steps 100 --ignore 'encoder.encoder.layer.0.output.dense'
 set -euo pipefail
+# MODEL=DIR runs it on another MiniLM (e.g. a saved pruned one); quality stays against the original minilm.
 W=${1:-runs/bench-qat-minilm}
+MODEL=${MODEL:-minilm}
 shift || true
 BIN=.venv/bin
 rm -rf "$W" && mkdir -p "$W"
 # compress: qat (8-bit weights per channel, dynamic uint8 inputs), export (INT8 with the learned steps),
 # bench (which also exports the FP32 original as original.onnx).
-$BIN/compress run --model minilm --out "$W/qat" --json qat --bits 8 --data text:train "$@" export bench --batch-sizes 1 --max-seconds 20 > "$W/qat.json"
+$BIN/compress run --model "$MODEL" --out "$W/qat" --json qat --bits 8 --data text:train "$@" export bench --batch-sizes 1 --max-seconds 20 > "$W/qat.json"
 # onnxruntime's own dynamic quantizer, per channel, on the same FP32 export (its defaults otherwise).
 $BIN/python - "$W" <<'PY'
 import sys

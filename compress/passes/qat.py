@@ -45,6 +45,11 @@ TRANSFORMER_LR = 2e-5
 # SmoothQuant's migration strength for text encoders (dynamic uint8 inputs): benchmarks/README.md,
 # "MiniLM W8A8", compares alpha values.
 TEXT_SMOOTH_ALPHA = 0.7
+# What smoothing an input must gain, in mean cosine per input channel, to pay for its Mul, whose
+# cost grows with the input's width: 5e-5 on MiniLM's 384-wide inputs (each Mul about 12 us of a
+# 22 ms batch-1 call), 2e-4 on its 1536-wide GELU outputs (35-120 us each). On MiniLM this drops
+# the inputs whose gain was noise and four of the six GELU outputs (benchmarks/README.md).
+SMOOTH_GAIN_PER_CHANNEL = 1.3e-7
 
 
 class QatConfig(StrictConfig):
@@ -57,7 +62,7 @@ class QatConfig(StrictConfig):
     batch_size: int = Field(32, ge=2, le=65536, description="training inputs per step")
     temperature: float = Field(4.0, gt=0, le=100, description="softmax temperature of the logit KL (classifiers)")
     calibration_samples: int = Field(256, ge=1, le=100_000, description="inputs that initialise the steps")
-    smooth: float | None = Field(None, ge=0, le=1, description=f"SmoothQuant migration strength alpha for Linear inputs: 1/s on the input, s on the weight columns, s_j = max|X_j|^alpha / max|W_j|^(1-alpha) from the calibration inputs; only the inputs where it measures better on them are smoothed (text encoders: an extra Mul before each); 0: off; default {TEXT_SMOOTH_ALPHA:g} for text encoders, off otherwise")
+    smooth: float | None = Field(None, ge=0, le=1, description=f"SmoothQuant migration strength alpha for Linear inputs: 1/s on the input, s on the weight columns, s_j = max|X_j|^alpha / max|W_j|^(1-alpha) from the calibration inputs; only the inputs where that measures enough better on them to pay for the extra Mul before each are smoothed; 0: off; default {TEXT_SMOOTH_ALPHA:g} for text encoders, off otherwise")
     keep_float: int = Field(0, ge=0, le=10_000, description="leave in float the N quantized layers whose quantization costs the most fidelity, each measured alone on the calibration inputs (mean cosine of the outputs to the float model's); on top of --ignore")
     hidden: float = Field(0.0, ge=0, description="weight of the Transformer hidden-state MSE to the teacher's layers, added to the output term (text encoders)")
     intervention: Literal["none", "o", "c", "m", "g", "block"] = Field("none", description="Teacher Intervention, for a student with the teacher's architecture, during a first phase. Transformer encoders: the float teacher's attention output (o), context (c) or attention probabilities (m) replace the student's in every layer; g: O, then C, then M (a sixth, a sixth, the rest). CNNs: block: every block (a ResNet's residual blocks) reads the teacher's output of the block before it, plus a per-block output MSE. Then plain KD-QAT")
@@ -142,8 +147,9 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
 def _smooth(student: Model, model: Model, candidates: list[Group], alpha: float, config: QatConfig, data: Dataset,
             ctx: Context) -> list[Group]:
     """Smooth the inputs where it pays: each group smoothed alone in the fake-quantized `student`,
-    kept when that raises the outputs' mean cosine to the float model's on the calibration inputs;
-    the kept ones are then applied together (in place)."""
+    kept when that raises the outputs' mean cosine to the float model's on the calibration inputs
+    by SMOOTH_GAIN_PER_CHANNEL per input channel or more; the kept ones are then applied together
+    (in place)."""
     if not candidates:
         return []
     from compress.predict import torch_outputs
@@ -153,7 +159,7 @@ def _smooth(student: Model, model: Model, candidates: list[Group], alpha: float,
     reference = torch_outputs(model, data)
     before = mean_cosine(student, data, reference)
     alone = cosine_each_alone(student, candidates, alpha, data, reference, config.init, config.bits)
-    chosen = [group for group in candidates if alone[group.at] > before]
+    chosen = [group for group in candidates if alone[group.at] - before >= SMOOTH_GAIN_PER_CHANNEL * group.channels]
     ctx.log("qat: mean cosine with each input smoothed alone: " + ", ".join(f"{at} {cos:.5f}" for at, cos in alone.items()))
     for group in chosen:
         smooth_quantized(student.module, group, alpha, config.init, config.bits)
