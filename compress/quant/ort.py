@@ -87,8 +87,10 @@ def quantize_onnx(
         raise UsageError("model", source, "has no Conv, Gemm or MatMul with constant weights, so there is nothing to quantize; give a model with such layers")
     chosen = choose_mode(mode, graph)
     text = has_integer_inputs(graph)
+    # Absolute: preprocessing runs in the scratch folder, where a relative path would point elsewhere.
+    source = Path(source).resolve()
     with atomic_path(target) as tmp, tempfile.TemporaryDirectory(dir=target.parent, prefix=".ptq.") as scratch, quiet():
-        pre = Path(scratch) / "preprocessed.onnx"
+        pre = (Path(scratch) / "preprocessed.onnx").resolve()
         # A failed symbolic shape inference leaves its temp files in the working directory.
         with contextlib.chdir(scratch):
             preprocess = _preprocess(source, pre)

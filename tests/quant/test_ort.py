@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -47,6 +49,16 @@ def test_static_qdq_of_a_cnn_runs_in_onnxruntime_and_agrees(cnn_onnx):
     expected, got = torch_outputs(model, heldout), onnx_outputs(open_session(out.path), heldout)
     assert cosine(got, expected).mean() > 0.99
     assert top1_agreement(got, expected) >= 0.95
+
+
+def test_relative_paths_are_preprocessed_too(cnn_onnx, tmp_path, monkeypatch):
+    """Preprocessing runs in a scratch folder: a relative source once fell back to no preprocessing and failed."""
+    _, path = cnn_onnx
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "model.onnx").write_bytes(path.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    out = quantize_onnx(Path("runs/model.onnx"), Path("runs/model.int8.onnx"), _images(32, 1), "static", "uint8", 16)
+    assert out.preprocess == "full" and out.quantized_ops["Conv"] == 2
 
 
 def test_activations_are_uint8_and_weights_int8_per_output_channel(cnn_onnx):
