@@ -222,9 +222,8 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
 
     from torch import nn
 
-    from compress.distill.layers import transformer_layers
     from compress.distill.losses import KDLoss, KDWeights
-    from compress.quant.intervention import Intervened
+    from compress.quant.intervention import Intervened, attention_parts
     from compress.train import FitConfig, fit
 
     module.requires_grad_(True)
@@ -244,7 +243,8 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
         ti_checkpointing = replace(ctx.checkpointing, path=path.with_name(f"{path.stem}.intervention{path.suffix}"))
     phases = [(first, Intervened(loss, ctx.teacher.module, config.intervention, first), ti_checkpointing),
               (config.steps - first, loss, ctx.checkpointing)]
-    lr = config.lr or (TRANSFORMER_LR if transformer_layers(module) else CNN_LR)
+    # Attention, not a list of layers: transformers' ResNet keeps its stages in a ModuleList too.
+    lr = config.lr or (TRANSFORMER_LR if attention_parts(module) else CNN_LR)
     figures: dict = {"intervention_steps": first, "lr": lr}
     results: list[FitResult] = []
     seconds = 0.0

@@ -257,3 +257,16 @@ def test_cnn_intervention_misuse_is_one_line(runner, tmp_path, args, needles):
     result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(out), *args, "--data", "digits:train", "--steps", "2"])
     one_line_error(result, 2, *needles)
     assert not out.exists()
+
+
+def test_cnn_rate_for_transformers_resnet_and_its_bottlenecks_take_block_intervention(tmp_path):
+    """transformers' ResNet keeps its stages in a ModuleList, as encoders keep their layers: it
+    still gets the CNN rate, and `block` feeds its bottleneck layers."""
+    from tiny_families import saved_family
+
+    model, images = saved_family("resnet", tmp_path)
+    shape = images.inputs[0].shape[1:]
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": Dataset("h", (torch.randn(16, *shape),))})
+    object.__setattr__(ctx, "dataset", lambda spec, role: Dataset("r", (torch.randn(32, *shape),)))
+    figures = qat(model, QatConfig(**{**FAST, "data": "random", "steps": 2, "intervention": "block"}), ctx).figures
+    assert figures["lr"] == pytest.approx(1e-4) and figures["intervention_steps"] == 1
