@@ -38,7 +38,7 @@ def run_variant(bits: str, intervention: str, seed: int, args: argparse.Namespac
     ctx = Context(run_dir=args.out, teacher=model.copy(), data={"heldout": heldout}, heldout_spec="digits:test",
                   seed=seed, log=lambda line: print(f"[{tag}] {line}", flush=True))
     config = QatConfig(bits=bits, steps=args.steps, lr=args.lr, batch_size=args.batch_size, intervention=intervention,
-                       data="digits:train")
+                       intervention_steps=args.intervention_steps if intervention != "none" else None, data="digits:train")
     built = qat(model, config.model_copy(update={"steps": 0, "intervention": "none"}), ctx).model
     points: list[float] = []
 
@@ -85,7 +85,8 @@ def plot(runs: list[dict], path: Path, args: argparse.Namespace) -> None:
         axis.set_ylim(max(0.0, min(p["accuracy"] for r in runs if r["bits"] == bits for p in r["curve"]) - 0.02), 1.005)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
-    fig.suptitle(f"digits ResNet-20 QAT, {args.steps} steps, batch {args.batch_size}, lr {args.lr:g}, digits:train")
+    phase = f", {args.intervention_steps} intervention steps" if args.intervention_steps else ""
+    fig.suptitle(f"digits ResNet-20 QAT, {args.steps} steps{phase}, batch {args.batch_size}, lr {args.lr:g}, digits:train")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -99,6 +100,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--eval-every", type=int, default=10)
+    parser.add_argument("--intervention-steps", type=int, default=None, help="qat's --intervention-steps (default a quarter of --steps)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=["block", "none"])
     args = parser.parse_args()
