@@ -132,7 +132,7 @@ def layer_nodes(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> dict[s
             found[name] = (direct[0], f"{name}.weight", 0)
             continue
         by_bias = [n for n in matmuls if any(c.op_type == "Add" and f"{name}.bias" in c.input for c in consumers.get(n.output[0], []))]
-        if not by_bias:
+        if not by_bias and layer.inner.weight.dim() == 2:  # a conv not found by name has no transposed copy
             transposed = layer.inner.weight.detach().t().contiguous().numpy()
             by_bias = [n for n in matmuls if _equal(initializers[n.input[1]], transposed)]
         if by_bias:
