@@ -209,7 +209,9 @@ def _invert_batch(teacher, stats, input_shape, targets, settings, generator, stu
         optimizer.step()
         schedule.step()
     with torch.no_grad():
-        final = inputs()
+        # At full resolution (downsample 1) the inputs are the optimised leaf itself: detached, so
+        # the set, its plots and its file hold plain tensors.
+        final = inputs().detach()
     return final, before, _measure(teacher, stats, final)
 
 

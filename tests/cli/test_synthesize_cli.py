@@ -25,6 +25,14 @@ def test_synthesize_writes_the_set_and_its_pictures(runner, tmp_path):
     assert "bn_loss_after" in again.stdout
 
 
+def test_plain_deepinversion_at_full_resolution_writes_its_set_and_pictures(runner, tmp_path):
+    # --downsample 1 optimises the inputs themselves: the set must leave the optimiser as plain tensors.
+    result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn", "--out", str(tmp_path / "s"), *FAST, "--downsample", "1"])
+    assert result.exit_code == 0, result.stderr
+    for name in ("synthetic.safetensors", "synthetic_samples.png", "synthetic_bn.png"):
+        assert (tmp_path / "s" / name).stat().st_size > 0
+
+
 def test_a_model_without_batchnorm_is_refused_with_exit_2(runner, tmp_path):
     result = runner.invoke(cli, ["synthesize", "--model", "tiny_models:cnn_without_bn", "--out", str(tmp_path / "s"), *FAST])
     one_line_error(result, 2, "synthesize", "BatchNorm", "not a text encoder", "real data")
