@@ -46,7 +46,10 @@ def plan_outputs(twin: Model, layers: dict[str, QuantLayer], shared: dict[str, s
 
     with tempfile.TemporaryDirectory(prefix=".placement.") as scratch:
         source, target = Path(scratch) / "float.onnx", Path(scratch) / "qdq.onnx"
-        export_onnx(twin, source, 17)
+        # Traced on the calibration data's own shape: where onnxruntime quantizes does not depend on
+        # it, and a model whose example inputs differ in size (a fully convolutional net calibrated
+        # on larger images) still runs on that data.
+        export_onnx(twin.replace(example_inputs=tuple(x[:1] for x in calibration[0].inputs)), source, 17)
         graph = onnx.load(str(source)).graph
         reader = DatasetReader(Dataset("calibration", tuple(torch.cat(parts) for parts in zip(*(b.inputs for b in calibration)))),
                                [i.name for i in graph.input], 32)
