@@ -26,7 +26,7 @@ from compress.context import Context
 from compress.data.specs import load_data
 from compress.loading.checkpoint import load
 from compress.metrics import quality
-from compress.passes.qat import QatConfig, qat, train_qat
+from compress.passes.qat import QatConfig, evaluation_steps, qat, train_qat
 from compress.predict import torch_outputs
 
 THRESHOLDS = (0.90, 0.95, 0.97, 0.98, 0.99)
@@ -50,15 +50,7 @@ def run_variant(bits: str, intervention: str, seed: int, args: argparse.Namespac
     started = time.perf_counter()
     figures, results = train_qat(built.module, model, config, ctx, ctx.dataset("digits:train", "train"),
                                  evaluate=evaluate, eval_every=args.eval_every)
-    curve, offset, index = [], 0, 0
-    for result in results:
-        for point in result.history:
-            if point.step == 0 and curve:  # the second phase re-measures the state the first ended on
-                index += 1
-                continue
-            curve.append({"step": offset + point.step, "accuracy": points[index]})
-            index += 1
-        offset += result.steps
+    curve = [{"step": step, "accuracy": accuracy} for step, accuracy in zip(evaluation_steps(results), points) if step is not None]
     reached = {str(t): next((p["step"] for p in curve if p["accuracy"] >= t), None) for t in THRESHOLDS}
     return {"bits": bits, "intervention": intervention, "seed": seed, "intervention_steps": figures["intervention_steps"],
             "curve": curve, "steps_to_accuracy": reached, "final": curve[-1]["accuracy"],

@@ -24,7 +24,7 @@ from compress.context import Context
 from compress.data.specs import load_data
 from compress.loading.checkpoint import load
 from compress.metrics import quality
-from compress.passes.qat import QatConfig, qat, train_qat
+from compress.passes.qat import QatConfig, evaluation_steps, qat, train_qat
 from compress.predict import torch_outputs
 
 THRESHOLDS = (0.70, 0.75, 0.80, 0.83, 0.84, 0.90)
@@ -48,15 +48,7 @@ def run_variant(intervention: str, args: argparse.Namespace, heldout, reference)
     started = time.perf_counter()
     figures, results = train_qat(built.module, model, config, ctx, ctx.dataset("text:train", "train"),
                                  evaluate=evaluate, eval_every=args.eval_every)
-    curve, offset, index = [], 0, 0
-    for result in results:
-        for point in result.history:
-            if point.step == 0 and curve:  # the second phase re-measures the state the first ended on
-                index += 1
-                continue
-            curve.append({"step": offset + point.step, **points[index]})
-            index += 1
-        offset += result.steps
+    curve = [{"step": step, **point} for step, point in zip(evaluation_steps(results), points) if step is not None]
     reached = {str(t): next((p["step"] for p in curve if p["cosine"] >= t), None) for t in THRESHOLDS}
     return {"intervention": intervention, "intervention_steps": figures["intervention_steps"], "curve": curve,
             "steps_to_cosine": reached, "final": curve[-1], "best_cosine": max(p["cosine"] for p in curve),

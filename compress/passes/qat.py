@@ -259,3 +259,14 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
         figures["loss_end"] = result.loss_end
     module.to("cpu").eval()
     return figures | {"fit_seconds": round(seconds, 3)}, results
+
+
+def evaluation_steps(results: list[FitResult]) -> list[int | None]:
+    """The run-wide step of each call `train_qat`'s phases made to `evaluate`, in call order; None
+    for a later phase's step-0 call, which re-measures the state the phase before ended on."""
+    steps: list[int | None] = []
+    offset = 0
+    for result in results:
+        steps += [None if point.step == 0 and steps else offset + point.step for point in result.history]
+        offset += result.steps
+    return steps

@@ -270,3 +270,16 @@ def test_cnn_rate_for_transformers_resnet_and_its_bottlenecks_take_block_interve
     object.__setattr__(ctx, "dataset", lambda spec, role: Dataset("r", (torch.randn(32, *shape),)))
     figures = qat(model, QatConfig(**{**FAST, "data": "random", "steps": 2, "intervention": "block"}), ctx).figures
     assert figures["lr"] == pytest.approx(1e-4) and figures["intervention_steps"] == 1
+
+
+def test_evaluation_steps_run_across_phases_and_skip_the_second_phases_restart():
+    from compress.passes.qat import evaluation_steps
+    from compress.train import FitPoint, FitResult
+
+    def phase(steps, evaluated):
+        return FitResult(history=tuple(FitPoint(s, None, 0.0) for s in evaluated), best_step=steps, best_metric=0.0,
+                         final_metric=0.0, loss_start=0.0, loss_end=0.0, steps=steps, seconds=0.0)
+
+    # intervention phase of 10 steps evaluated at 0, 5, 10; then 20 plain steps at 0, 10, 20
+    assert evaluation_steps([phase(10, [0, 5, 10]), phase(20, [0, 10, 20])]) == [0, 5, 10, None, 20, 30]
+    assert evaluation_steps([phase(20, [0, 10, 20])]) == [0, 10, 20]
