@@ -59,9 +59,18 @@ class BNStatistics:
     its input over all dimensions but the channel one, the quantities BN normalises with."""
 
     def __init__(self, module: nn.Module) -> None:
-        self.layers = [(name, m) for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self._names = {m: name for name, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+        # Recorded in call order, which is not the order of registration in every model (transformers'
+        # ResNet registers a block's shortcut before the layers it runs first), and a layer the
+        # forward never calls records nothing.
+        self.called: list[nn.modules.batchnorm._BatchNorm] = []
         self.batch: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._handles = [m.register_forward_hook(self._record) for _, m in self.layers]
+        self._handles = [m.register_forward_hook(self._record) for m in self._names]
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        """The BatchNorm layers of the last forward, in the order it called them."""
+        return tuple(self._names[layer] for layer in self.called)
 
     def _record(self, layer: nn.Module, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         x = inputs[0]
@@ -70,23 +79,27 @@ class BNStatistics:
         # and their backward run 1.3-1.9x faster on CPU over (N, H, W) (measured for digits' layers).
         mean = x.mean(dim=dims)
         var = (x * x).mean(dim=dims) - mean * mean
+        self.called.append(layer)
         self.batch.append((mean, var))
 
     def per_layer_loss(self) -> torch.Tensor:
         """[L] tensor: ||mean - running_mean||_2 + ||var - running_var||_2 per layer (DeepInversion eq. 4)."""
+        if not self.batch:  # BatchNorm layers that this forward never called
+            return torch.zeros(0)
         return torch.stack([
             torch.linalg.vector_norm(mean - layer.running_mean) + torch.linalg.vector_norm(var - layer.running_var)
-            for (_, layer), (mean, var) in zip(self.layers, self.batch)
+            for layer, (mean, var) in zip(self.called, self.batch)
         ])
 
     def relative_errors(self) -> tuple[list[float], list[float]]:
         means, variances = [], []
-        for (_, layer), (mean, var) in zip(self.layers, self.batch):
+        for layer, (mean, var) in zip(self.called, self.batch):
             means.append(_relative(mean, layer.running_mean))
             variances.append(_relative(var, layer.running_var))
         return means, variances
 
     def clear(self) -> None:
+        self.called.clear()
         self.batch.clear()
 
     def remove(self) -> None:
@@ -145,6 +158,8 @@ def invert(
     generator = torch.Generator().manual_seed(seed)
     try:
         classes = _output_classes(teacher, input_shape)
+        layer_names = stats.layer_names
+        stats.clear()
         targets = balanced_targets(settings.images, classes, generator)
         batches, before, after = [], [], []
         for start in range(0, settings.images, settings.batch_size):
@@ -167,7 +182,7 @@ def invert(
     return Inverted(
         images=torch.cat(batches),
         targets=targets,
-        layer_names=tuple(name for name, _ in stats.layers),
+        layer_names=layer_names,
         mean_error_before=averaged(1, before),
         mean_error_after=averaged(1, after),
         var_error_before=averaged(2, before),
@@ -189,9 +204,6 @@ def _invert_batch(teacher, stats, input_shape, targets, settings, generator, stu
     inputs = (GeneratorInputs if settings.generator else PixelInputs)(n, input_shape, low, generator)
     optimizer = torch.optim.Adam(inputs.param_groups(settings.lr), betas=(0.5, 0.9))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=settings.steps)
-    layer_weights = torch.ones(len(stats.layers))
-    if len(stats.layers):
-        layer_weights[0] = settings.first_bn_weight
 
     with torch.no_grad():
         before = _measure(teacher, stats, inputs())
@@ -199,7 +211,8 @@ def _invert_batch(teacher, stats, input_shape, targets, settings, generator, stu
         x = _augment(inputs(), settings, generator)
         stats.clear()
         logits = teacher(x)
-        loss = settings.bn_weight * (layer_weights * stats.per_layer_loss()).sum()
+        per_layer = stats.per_layer_loss()
+        loss = settings.bn_weight * (settings.first_bn_weight * per_layer[:1].sum() + per_layer[1:].sum())
         loss = loss + settings.ce_weight * F.cross_entropy(logits, targets)
         loss = loss + settings.tv_weight * total_variation(x) + settings.l2_weight * torch.linalg.vector_norm(x.flatten(1), dim=1).mean()
         if student is not None and settings.adi_weight > 0:

@@ -4,7 +4,11 @@ longest real sequence when the graph's sequence axis is dynamic)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import NamedTuple
+
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -13,9 +17,14 @@ from compress.errors import UsageError
 from compress.predict import in_data_order
 
 
+class InputSpec(NamedTuple):
+    name: str
+    shape: list[int | str]
+
+
 def onnx_outputs(session: ort.InferenceSession, data: Dataset, batch_size: int = 64) -> torch.Tensor:
     specs = session.get_inputs()
-    _check_shapes(session, data)
+    check_shapes(specs, data)
     dynamic_length = all(len(s.shape) < 2 or not isinstance(s.shape[1], int) for s in specs)
     return in_data_order(
         (index, torch.from_numpy(np.asarray(session.run(None, {s.name: x.numpy() for s, x in zip(specs, inputs)})[0])))
@@ -23,9 +32,15 @@ def onnx_outputs(session: ort.InferenceSession, data: Dataset, batch_size: int =
     )
 
 
-def _check_shapes(session: ort.InferenceSession, data: Dataset) -> None:
-    """Fixed ONNX dimensions must match the data; otherwise say which, instead of ORT's error."""
-    specs = session.get_inputs()
+def graph_inputs(graph: onnx.GraphProto) -> list[InputSpec]:
+    """The graph's inputs as onnxruntime's session lists them: fixed sizes as ints, others by name."""
+    return [InputSpec(i.name, [d.dim_value if d.HasField("dim_value") else d.dim_param for d in i.type.tensor_type.shape.dim])
+            for i in graph.input]
+
+
+def check_shapes(specs: Sequence[InputSpec | ort.NodeArg], data: Dataset) -> None:
+    """Fixed ONNX dimensions of the inputs `specs` must match the data; otherwise say which,
+    instead of onnxruntime's error."""
     if len(specs) != len(data.inputs):
         raise UsageError("data", data.name, f"gives {len(data.inputs)} input(s) but the ONNX model takes {len(specs)} ({', '.join(s.name for s in specs)}); choose matching --data")
     for spec, tensor in zip(specs, data.inputs):

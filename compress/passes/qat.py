@@ -100,7 +100,7 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     data, synthesized = training_data(model, spec, "qat", ctx)
     student = model.copy()
     module = student.module
-    pairs = conv_bn_pairs(module)
+    pairs = conv_bn_pairs(module, model.example_inputs)
     fold(module, pairs)
     layers = reaching_output(module, quantizable(module, config.ignore), model.example_inputs)
     if not layers:

@@ -21,9 +21,10 @@ import torch
 
 from compress.atomic import atomic_path
 from compress.data.specs import Dataset
-from compress.errors import RunFailed
+from compress.errors import RunFailed, UsageError
 from compress.model import Model
 from compress.onnx.export import export_onnx
+from compress.onnx.outputs import check_shapes, graph_inputs
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
 from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, output_quantizer, quant_layers
@@ -80,6 +81,8 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
                     _quantize_dynamic(exported.path, tmp, overrides, nodes)
                 else:
                     _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration, bool(outputs))
+            except UsageError:
+                raise
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             quantized, kept = op_summary(load_structure(tmp).graph)
@@ -95,6 +98,7 @@ def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrid
 
     whole_graph = (calibration is not None or placed) and not has_integer_inputs(graph)
     data = calibration if whole_graph and calibration is not None else Dataset("example inputs", model.example_inputs)
+    check_shapes(graph_inputs(graph), data)  # torch may take sizes the exported graph fixed
     reader = DatasetReader(data, [i.name for i in graph.input], 32)
     quantize_static(
         str(source), str(target), reader, quant_format=QuantFormat.QDQ, per_channel=True,

@@ -91,3 +91,35 @@ def test_the_generator_option_lowers_the_bn_loss_and_is_seeded():
     assert torch.equal(a.images, b.images)  # its weights and latents come from the inversion's seed, not torch's global RNG
     # Genie's output BN (no affine) standardises each batch of 8 images.
     assert abs(a.images[:8].mean().item()) < 0.05 and abs(a.images[:8].std(unbiased=False).item() - 1) < 0.05
+
+
+class _ShortcutRegisteredFirst(torch.nn.Module):
+    """As transformers' ResNet blocks: the shortcut (16 channels) is registered before the layers
+    the forward runs first (4 channels), and one BatchNorm is never called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.shortcut = torch.nn.Sequential(torch.nn.Conv2d(1, 16, 1), torch.nn.BatchNorm2d(16))
+        self.unused = torch.nn.BatchNorm2d(7)
+        self.layer = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                                         torch.nn.Conv2d(4, 16, 1), torch.nn.BatchNorm2d(16))
+        self.head = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.layer(x) + self.shortcut(x)
+        return self.head(y.mean(dim=(2, 3)))
+
+
+def test_bn_statistics_follow_the_call_order_not_the_registration_order():
+    made = invert(_ShortcutRegisteredFirst().eval(), (1, 8, 8), FAST.model_copy(update={"steps": 3}), seed=0)
+    assert made.layer_names == ("layer.1", "layer.4", "shortcut.1")
+    assert len(made.mean_error_after) == 3 and made.bn_loss_after < made.bn_loss_before
+
+
+def test_transformers_resnet_inverts(tmp_path):
+    from tiny_families import saved_family
+
+    model, _ = saved_family("resnet", tmp_path)
+    made = invert(model.module, (3, 32, 32), FAST.model_copy(update={"images": 4, "batch_size": 4, "steps": 2}), seed=0)
+    assert made.images.shape == (4, 3, 32, 32) and len(made.layer_names) == 8

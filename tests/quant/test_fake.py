@@ -47,7 +47,7 @@ def test_folding_batchnorm_keeps_the_outputs():
     model = load("tiny_models:wide_cnn", input_shapes=((1, 1, 8, 8),))
     x = torch.randn(16, 1, 8, 8)
     before = model(x)
-    pairs = conv_bn_pairs(model.module)
+    pairs = conv_bn_pairs(model.module, model.example_inputs)
     assert pairs == [("stem.0", "stem.1"), ("block.0", "block.1")]
     fold(model.module, pairs)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.module.modules())
@@ -56,7 +56,7 @@ def test_folding_batchnorm_keeps_the_outputs():
 
 def _fake_quantized(bits: str):
     model = load("tiny_models:wide_cnn", input_shapes=((1, 1, 8, 8),))
-    fold(model.module, conv_bn_pairs(model.module))
+    fold(model.module, conv_bn_pairs(model.module, model.example_inputs))
     layers = quantizable(model.module)
     calibration = Dataset("c", (torch.randn(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)),))
     shared, signed, samples = probe(model.module, layers, list(calibration.batches(32)))
