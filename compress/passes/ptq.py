@@ -115,6 +115,7 @@ def _ort(config: PtqConfig, ctx: Context, calibration: Dataset, source: Path, ta
         "calibration_rows": quantized.calibration_rows,
         "quantized_ops": _counts(quantized.quantized_ops),
         "float_ops": _counts(quantized.float_ops),
+        "residual_adds_as_sum": quantized.adds_as_sum,
         **kept,
     }
 

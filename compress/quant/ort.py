@@ -28,6 +28,7 @@ import onnx
 from compress.atomic import atomic_path
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
+from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
 from compress.quant.options import Activations, Mode
@@ -51,6 +52,9 @@ class OrtQuantized:
     quantized_ops: dict[str, int]
     float_ops: dict[str, int]
     bytes: int
+    # Residual Adds written as Sum so that onnxruntime keeps them apart from their LayerNorm
+    # (compress.onnx.residual_sum).
+    adds_as_sum: int
 
 
 def weight_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -112,9 +116,10 @@ def quantize_onnx(
             raise
         except Exception as exc:  # onnxruntime's quantizer raises untyped errors from deep inside
             raise RunFailed(f"onnxruntime {chosen} quantization of {source} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        adds_as_sum = rewrite_file(tmp)
         quantized, kept = op_summary(load_structure(tmp).graph)
     return OrtQuantized(target, chosen, activations if chosen == "static" else "uint8, dynamic per call",
-                        preprocess, rows, quantized, kept, target.stat().st_size)
+                        preprocess, rows, quantized, kept, target.stat().st_size, adds_as_sum)
 
 
 def _preprocess(source: Path, out: Path) -> str:

@@ -25,6 +25,7 @@ from compress.errors import RunFailed, UsageError
 from compress.model import Model
 from compress.onnx.export import export_onnx
 from compress.onnx.outputs import check_shapes, graph_inputs
+from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
 from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, output_quantizer, quant_layers
@@ -39,6 +40,9 @@ class QuantizedExport:
     bytes: int
     quantized_ops: dict[str, int]
     float_ops: dict[str, int]
+    # Residual Adds written as Sum so that onnxruntime keeps them apart from their LayerNorm
+    # (compress.onnx.residual_sum).
+    adds_as_sum: int
 
 
 def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
@@ -85,8 +89,9 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
                 raise
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+            adds_as_sum = rewrite_file(tmp)
             quantized, kept = op_summary(load_structure(tmp).graph)
-    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept)
+    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum)
 
 
 def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrides: dict, nodes: list[str],

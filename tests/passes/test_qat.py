@@ -191,6 +191,10 @@ def test_smoothing_takes_an_outlier_channel_out_of_a_dynamic_input_and_exports_a
     assert record.steps[0].after["quality"]["cosine_mean"] > plain.steps[0].after["quality"]["cosine_mean"]
     assert export["quantized_ops"] == "MatMulInteger 12" and export["fake_quant_cosine_mean"] >= 0.999
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    # The residual Add before each of the 5 LayerNorms is a Sum (compress.onnx.residual_sum).
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    assert export["residual_adds_as_sum"] == 5
+    assert [producers[n.input[0]] for n in graph.node if n.op_type == "LayerNormalization"] == ["Sum"] * 5
     smoothed = len(qat["smoothed_inputs"].split(", "))
     assert sum(n.op_type == "Mul" and any("smooth_input" in i for i in n.input) for n in graph.node) == smoothed
     again = load(str(save(record.model, tmp_path / "saved")))  # the Mul replays on load; its scales are saved
