@@ -87,6 +87,7 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
         "quantized_ops": ", ".join(f"{op} {n}" for op, n in exported.quantized_ops.items()),
         "float_ops": ", ".join(f"{op} {n}" for op, n in exported.float_ops.items()) or "none",
         "residual_adds_as_sum": exported.adds_as_sum,
+        "attention_fused": exported.attention_fused,
         **{f"fake_quant_{k}": v for k, v in fidelity.items()},
         "parity_samples": len(data),
     }

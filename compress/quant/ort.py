@@ -34,7 +34,7 @@ from compress.quant.calibration import DatasetReader
 from compress.quant.options import Activations, Mode
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
-INTEGER_OPS = ("MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul", "QGemm")
+INTEGER_OPS = ("MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "DynamicQuantizeMatMul", "QGemm", "QAttention")
 # Operators that move or reshape data without arithmetic: neither quantized nor "left in float".
 LAYOUT_OPS = frozenset({
     "Shape", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Slice", "Gather", "Constant",

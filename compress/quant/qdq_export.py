@@ -27,6 +27,7 @@ from compress.onnx.export import export_onnx
 from compress.onnx.outputs import check_shapes, graph_inputs
 from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
+from compress.quant.attention_fusion import packed_layers
 from compress.quant.calibration import DatasetReader
 from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, output_quantizer, quant_layers
 from compress.quant.ort import has_integer_inputs, op_summary, quiet
@@ -43,6 +44,14 @@ class QuantizedExport:
     # Residual Adds written as Sum so that onnxruntime keeps them apart from their LayerNorm
     # (compress.onnx.residual_sum).
     adds_as_sum: int
+    # Self-attention blocks fused into onnxruntime's Attention, quantized as QAttention
+    # (compress.quant.attention_fusion).
+    attention_fused: int
+
+
+# Largest output difference allowed between the float graph and its attention-fused copy,
+# relative to the largest output magnitude when that exceeds 1 (the export pass's default tolerance).
+FUSED_TOLERANCE = 1e-4
 
 
 def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
@@ -76,13 +85,16 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
     outputs = next((e.get("outputs") for e in reversed(model.edits) if e.get("kind") == FAKE_QUANT), None) or {}
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=".qat.") as scratch:
         exported = export_onnx(twin, Path(scratch) / "float.onnx", opset)
-        graph = onnx.load(str(exported.path)).graph
+        source, attention = exported.path, 0
+        if dynamic:
+            source, attention = _fused_attention(twin, layers, exported.path, Path(scratch) / "fused.onnx")
+        graph = onnx.load(str(source)).graph
         overrides, nodes = _overrides(graph, layers, dynamic)
         overrides |= _output_overrides(model.module, outputs)
         with atomic_path(path) as tmp, quiet():
             try:
                 if dynamic:
-                    _quantize_dynamic(exported.path, tmp, overrides, nodes)
+                    _quantize_dynamic(source, tmp, overrides, nodes)
                 else:
                     _quantize_static(exported.path, tmp, graph, overrides, nodes, model, calibration, bool(outputs))
             except UsageError:
@@ -91,7 +103,33 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             adds_as_sum = rewrite_file(tmp)
             quantized, kept = op_summary(load_structure(tmp).graph)
-    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum)
+    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum, attention)
+
+
+def _fused_attention(twin: Model, layers: dict[str, QuantLayer], source: Path, target: Path) -> tuple[Path, int]:
+    """`target` with the self-attention blocks fused (compress.quant.attention_fusion) when that
+    fuses some, each fused block's query, key and value are all quantized layers (one QAttention
+    holds the three), and the fused float graph computes what `source` does on the example inputs
+    (parity's tolerance); else `source` as it is."""
+    from compress.onnx.outputs import onnx_outputs
+    from compress.onnx.session import open_session
+    from compress.quant.attention_fusion import attention_shape, fuse_attention
+
+    shape = attention_shape(twin.module)
+    if shape is None:
+        return source, 0
+    with quiet():
+        fused = fuse_attention(source, target, *shape)
+    if not fused:
+        return source, 0
+    transposed = {name: layer.inner.weight.detach().t().contiguous().numpy() for name, layer in layers.items() if layer.inner.weight.dim() == 2}
+    if len(packed_layers(onnx.load(str(target)).graph, transposed)) != fused:
+        return source, 0
+    data = Dataset("example inputs", twin.example_inputs)
+    reference, candidate = onnx_outputs(open_session(source), data), onnx_outputs(open_session(target), data)
+    if (reference - candidate).abs().max() > FUSED_TOLERANCE * max(1.0, float(reference.abs().max())):
+        return source, 0
+    return target, fused
 
 
 def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrides: dict, nodes: list[str],
@@ -114,13 +152,16 @@ def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrid
 
 
 def _quantize_dynamic(source: Path, target: Path, overrides: dict, nodes: list[str]) -> None:
-    """Only the quantized layers' MatMuls, as `ptq`'s dynamic mode does (the attention-score
-    MatMuls, Softmax and LayerNorm stay float; the embedding table too: QAT did not train it on a
-    grid)."""
+    """Only the quantized layers' MatMuls (and fused Attention nodes, their packed q/k/v), as
+    `ptq`'s dynamic mode does (the attention-score MatMuls, Softmax and LayerNorm stay float; the
+    embedding table too: QAT did not train it on a grid)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    # DefaultTensorType: onnx's shape inference knows no type for the outputs of onnxruntime's
+    # contrib operators (a fused Attention); they are float.
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                     op_types_to_quantize=["MatMul", "Gemm"], extra_options={"TensorQuantOverrides": overrides})
+                     op_types_to_quantize=["MatMul", "Gemm", "Attention"],
+                     extra_options={"TensorQuantOverrides": overrides, "DefaultTensorType": onnx.TensorProto.FLOAT})
 
 
 def layer_nodes(graph: onnx.GraphProto, layers: dict[str, QuantLayer]) -> dict[str, tuple[onnx.NodeProto, str, int]]:
@@ -161,7 +202,10 @@ def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer], dynamic: b
     from onnxruntime.quantization import QuantType
 
     placed = layer_nodes(graph, layers)
-    missing = [name for name in layers if name not in placed]
+    unplaced = {name: layer.inner.weight.detach().t().contiguous().numpy() for name, layer in layers.items()
+                if name not in placed and layer.inner.weight.dim() == 2}
+    packed = packed_layers(graph, unplaced) if unplaced else {}
+    missing = [name for name in layers if name not in placed and not any(name in names for _, names in packed.values())]
     if missing:
         raise RunFailed(f"the exported graph has no Conv/Gemm/MatMul reading the weights of {', '.join(missing[:3])}; "
                         "their learned scales cannot be placed")
@@ -175,12 +219,21 @@ def _overrides(graph: onnx.GraphProto, layers: dict[str, QuantLayer], dynamic: b
                 "scale": np.array(float(act.step.detach()), dtype=np.float32),
                 "zero_point": np.array(128 if act.q_n else 0, dtype=np.uint8),
             }]
-        steps = layer.weight_quant.step.detach().numpy().astype(np.float32)
-        overrides[weight] = [
-            {"axis": axis, "quant_type": QuantType.QInt8, "scale": np.array(steps[0]), "zero_point": np.array(0, dtype=np.int8)},
-            *({"scale": np.array(s), "zero_point": np.array(0, dtype=np.int8)} for s in steps[1:]),
-        ]
-    return overrides, [node.name for node, _, _ in placed.values()]
+        overrides[weight] = _channel_steps(layer.weight_quant.step, axis)
+    for weight, (_, names) in packed.items():  # q, k and v side by side: their steps too
+        overrides[weight] = _channel_steps(torch.cat([layers[name].weight_quant.step for name in names]), 1)
+    return overrides, [node.name for node, _, _ in placed.values()] + [node.name for node, _ in packed.values()]
+
+
+def _channel_steps(step: torch.Tensor, axis: int) -> list[dict]:
+    """A weight's learned per-channel steps as onnxruntime's per-channel overrides (symmetric int8)."""
+    from onnxruntime.quantization import QuantType
+
+    steps = step.detach().numpy().astype(np.float32)
+    return [
+        {"axis": axis, "quant_type": QuantType.QInt8, "scale": np.array(steps[0]), "zero_point": np.array(0, dtype=np.int8)},
+        *({"scale": np.array(s), "zero_point": np.array(0, dtype=np.int8)} for s in steps[1:]),
+    ]
 
 
 def _output_overrides(module: torch.nn.Module, outputs: dict[str, dict]) -> dict[str, list[dict]]:

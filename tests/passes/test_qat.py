@@ -141,7 +141,8 @@ def test_text_encoder_qat_exports_dynamic_int8_with_its_learned_weight_steps(tmp
     # 2 layers x (query, key, value, attention output, FFN in, FFN out); the unused pooler stays float.
     assert qat["quantized_layers"] == 12 and qat["activations"] == "dynamic" and qat["intervention_steps"] == 1
     assert export["fake_quant_cosine_mean"] >= 0.999
-    assert export["quantized_ops"] == "MatMulInteger 12"  # after DynamicQuantizeLinear: onnxruntime fuses both
+    # After DynamicQuantizeLinear: onnxruntime fuses both; query/key/value with their attention as one QAttention.
+    assert export["quantized_ops"] == "MatMulInteger 6, QAttention 2" and export["attention_fused"] == 2
     again = load(str(save(record.model, tmp_path / "saved")))
     ids = _ids(4, 3).inputs
     assert torch.equal(again(*ids), record.model(*ids))
@@ -173,7 +174,9 @@ def test_keep_float_leaves_the_most_sensitive_layers_float(tmp_path, bert):
                  _text_ctx(tmp_path, model))
     qat, export = record.steps[0].figures, record.steps[1].figures
     assert qat["quantized_layers"] == 10 and "encoder.encoder.layer.1.output.dense" in qat["float_layers"]
-    assert export["quantized_ops"] == "MatMulInteger 10" and export["fake_quant_cosine_mean"] >= 0.999
+    # A block with a float projection cannot be one QAttention: no attention is fused then.
+    assert export["quantized_ops"] == "MatMulInteger 10" and export["attention_fused"] == 0
+    assert export["fake_quant_cosine_mean"] >= 0.999
 
 
 def test_smoothing_takes_an_outlier_channel_out_of_a_dynamic_input_and_exports_as_a_mul(tmp_path, bert):
@@ -189,7 +192,10 @@ def test_smoothing_takes_an_outlier_channel_out_of_a_dynamic_input_and_exports_a
     qat, export = record.steps[0].figures, record.steps[1].figures
     assert "encoder.encoder.layer.1.output" in qat["smoothed_inputs"].split(", ") and qat["smooth_alpha"] == 0.5
     assert record.steps[0].after["quality"]["cosine_mean"] > plain.steps[0].after["quality"]["cosine_mean"]
-    assert export["quantized_ops"] == "MatMulInteger 12" and export["fake_quant_cosine_mean"] >= 0.999
+    # Each layer's query/key/value and its attention in one QAttention (compress.quant.attention_fusion),
+    # the smoothing Mul before it; the other 3 Linear layers of each layer as MatMulInteger.
+    assert export["quantized_ops"] == "MatMulInteger 6, QAttention 2" and export["attention_fused"] == 2
+    assert export["fake_quant_cosine_mean"] >= 0.999
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
     # The residual Add before each of the 5 LayerNorms is a Sum (compress.onnx.residual_sum).
     producers = {o: n.op_type for n in graph.node for o in n.output}
