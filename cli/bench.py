@@ -20,7 +20,7 @@ from compress.measure.settings import BenchSettings
 # --batch is the short name the README uses for --batch-sizes.
 @with_options(config_options(BenchSettings, aliases={"batch_sizes": ["--batch"]}))
 @click.option("--baseline", type=click.Path(path_type=Path), metavar="MODEL.onnx",
-              help="the model the others are compared with (timed too): latency ratio with its 95% interval, speed-up = the inverse")
+              help="the model the others are compared with (timed too): latency ratio with its 95% interval, speed-up = the inverse; default: the first of several models")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), metavar="FILE",
               help="write the results as JSON to FILE; '-' prints them to stdout instead of the table")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
@@ -37,6 +37,9 @@ def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | Non
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None and str(path) != "-":
             _check_writable(option, path)
+    # Several files are timed side by side to be compared: against the first unless told otherwise.
+    if baseline is None and len(models) > 1:
+        baseline = models[0]
     report = bench_onnx(models, settings, log=progress_logger(), baseline=baseline)
     # The data first, then the picture: a plot that fails cannot lose the figures.
     if json_path is not None and str(json_path) == "-":

@@ -119,7 +119,7 @@ def _build_factory(source: Source) -> Model:
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise UsageError("model factory", source.ref, f"cannot import it ({exc}); check the pkg.module:function spelling and that the package is installed") from exc
+        raise UsageError("model factory", source.ref, f"cannot import it ({exc}); check the pkg.module:function spelling and that the package is installed or its folder is on PYTHONPATH (PYTHONPATH=. for a module file in the current folder)") from exc
     module, example_inputs = _call_factory(factory, source.ref)
     if source.input_shapes:
         example_inputs = random_inputs(source.input_shapes, source.seed)

@@ -143,3 +143,15 @@ def test_plot_draws_latency_per_item_against_batch(cnn: Path, tmp_path: Path) ->
     assert result.exit_code == 0, result.output
     assert (tmp_path / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["latency.png"]
+
+
+def test_several_models_without_a_baseline_are_compared_with_the_first(cnn: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.onnx"
+    other.write_bytes(cnn.read_bytes())
+    result = _bench(other, cnn, "--json", "-", *FAST)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["baseline"] == "other" and data["models"]["other"]["results"]["b1_t1"]["latency_ratio"] == 1.0
+    assert 0.2 < data["models"]["cnn"]["results"]["b1_t1"]["latency_ratio"] < 5
+    alone = json.loads(_bench(cnn, "--json", "-", *FAST).stdout)
+    assert alone["baseline"] is None and "latency_ratio" not in alone["models"]["cnn"]["results"]["b1_t1"]
