@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -83,7 +85,25 @@ class DynamicQuantizer(nn.Module):
         return (torch.clamp(_round_ste(x / scale) + zero, 0, 255) - zero) * scale
 
 
-class QuantLayer(nn.Module):
+class _Wrapper(nn.Module):
+    """A module wrapping `inner` whose attributes (and items) read through it: models read their
+    layers' attributes in their forward (transformers' ViT asks
+    `patch_embeddings.projection.weight.dtype`), and those reads must not break when a layer is wrapped."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = self._modules.get("inner")
+            if inner is None or name == "inner":
+                raise
+            return getattr(inner, name)
+
+    def __getitem__(self, index: Any) -> Any:  # a wrapped Sequential indexed in a forward
+        return self.inner[index]
+
+
+class QuantLayer(_Wrapper):
     """A Conv or Linear layer whose input and weight are fake-quantized. `inner` keeps the float
     layer (its weight is what trains); `input_quant` may be shared with the other layers that read
     the same tensor, as onnxruntime gives a tensor one scale."""
@@ -117,7 +137,7 @@ class QuantLayer(nn.Module):
         return _round_ste(bias / grid) * grid
 
 
-class OutputQuant(nn.Module):
+class OutputQuant(_Wrapper):
     """A module whose output is fake-quantized: a tensor that onnxruntime quantizes between the
     layers (a residual block's output, the pooled features), so every reader sees the quantized
     values, the residual skip included, as in the INT8 graph."""
@@ -154,9 +174,20 @@ def wrap(module: nn.Module, layers: Iterable[str], bits: str, shared: dict[str, 
     return module
 
 
+def submodule(module: nn.Module, name: str) -> nn.Module:
+    """`module.get_submodule(name)` for a name of the float model: an OutputQuant met on the way is
+    looked through, as a module and its child can both be wrapped (a ViT block and a layer in it)."""
+    target = module
+    for part in name.split(".") if name else ():
+        if isinstance(target, OutputQuant) and part not in target._modules:
+            target = target.inner
+        target = target.get_submodule(part)
+    return target
+
+
 def output_quantizer(module: nn.Module, name: str) -> LsqQuantizer | None:
     """The quantizer on the output of the module called `name` (a QuantLayer's or an OutputQuant's)."""
-    target = module.get_submodule(name)
+    target = submodule(module, name)
     return target.output_quant if isinstance(target, QuantLayer) else target.quant if isinstance(target, OutputQuant) else None
 
 
@@ -164,13 +195,13 @@ def wrap_outputs(module: nn.Module, outputs: dict[str, dict]) -> None:
     """Fake-quantize the outputs of the modules named in `outputs` (in place): each entry's "owner"
     names the layer whose input quantizer the output shares (the tensor that layer reads), else a
     new per-tensor quantizer on the "signed" grid."""
-    layers = quant_layers(module)
     for name, entry in outputs.items():
         owner = entry.get("owner")
-        quant = layers[owner].input_quant if owner else LsqQuantizer(*activation_levels(entry["signed"]))
-        target = module.get_submodule(name)
+        quant = submodule(module, owner).input_quant if owner else LsqQuantizer(*activation_levels(entry["signed"]))
+        target = submodule(module, name)
         if isinstance(target, QuantLayer):
             target.output_quant = quant
             continue
         parent, _, attr = name.rpartition(".")
-        setattr(module.get_submodule(parent) if parent else module, attr, OutputQuant(target, quant))
+        holder = submodule(module, parent)
+        setattr(holder.inner if isinstance(holder, OutputQuant) else holder, attr, OutputQuant(target, quant))

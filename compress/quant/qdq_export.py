@@ -58,7 +58,8 @@ def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
     """The model with every QuantLayer replaced by its float layer holding the fake-quantized weight,
     and every OutputQuant by the module it wraps."""
     module = copy.deepcopy(model.module)
-    for name in [n for n, m in module.named_modules() if isinstance(m, OutputQuant)]:
+    # Innermost first: a wrapped module inside another is named through the outer one's `inner`.
+    for name in reversed([n for n, m in module.named_modules() if isinstance(m, OutputQuant)]):
         parent, _, attr = name.rpartition(".")
         holder = module.get_submodule(parent) if parent else module
         setattr(holder, attr, getattr(holder, attr).inner)

@@ -293,3 +293,19 @@ def test_evaluation_steps_run_across_phases_and_skip_the_second_phases_restart()
     # intervention phase of 10 steps evaluated at 0, 5, 10; then 20 plain steps at 0, 10, 20
     assert evaluation_steps([phase(10, [0, 5, 10]), phase(20, [0, 10, 20])]) == [0, 5, 10, None, 20, 30]
     assert evaluation_steps([phase(20, [0, 10, 20])]) == [0, 10, 20]
+
+
+def test_transformers_vit_quantizes_its_nested_outputs_and_reloads(tmp_path):
+    """ViT's forward reads `patch_embeddings.projection.weight`, and its blocks and modules inside
+    them both produce tensors onnxruntime quantizes: qat wraps both and the saved model replays it."""
+    from tiny_families import saved_family
+
+    model, images = saved_family("vit", tmp_path)
+    shape = images.inputs[0].shape[1:]
+    ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": Dataset("h", (torch.randn(8, *shape),))})
+    object.__setattr__(ctx, "dataset", lambda spec, role: Dataset("r", (torch.randn(16, *shape),)))
+    result = qat(model, QatConfig(**{**FAST, "data": "random", "steps": 1}), ctx)
+    assert result.figures["quantized_outputs"] > 0
+    x = torch.randn(3, *shape)
+    again = load(str(save(result.model, tmp_path / "saved")))
+    assert torch.equal(again(x), result.model(x))

@@ -114,3 +114,40 @@ def test_dynamic_quantizer_is_onnxruntimes_dynamic_quantize_linear():
         expected = session.run(None, {"x": x.numpy()})[0]
         got = DynamicQuantizer()(x).numpy()
         assert np.abs(got - expected).max() <= 1e-6 * max(1.0, np.abs(expected).max())
+
+
+class _ReadsItsLayers(nn.Module):
+    """As transformers' ViT: the forward reads a wrapped layer's attributes, and a block and a
+    module inside it both produce tensors onnxruntime quantizes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.block[0].weight.dtype)
+        return self.head(self.block(x) + x)
+
+
+@pytest.mark.parametrize("order", [("block", "block.1"), ("block.1", "block")])
+def test_output_quantizers_nest_and_wrapped_layers_read_through(order):
+    from compress.model import Model
+    from compress.quant.fake import OutputQuant, output_quantizer, wrap_outputs
+    from compress.quant.qdq_export import float_twin
+
+    torch.manual_seed(0)
+    module = _ReadsItsLayers().eval()
+    x = torch.randn(8, 4)
+    before = module(x)
+    wrap(module, ["block.0", "head"], "8", {}, {"block.0": True, "head": True})
+    wrap_outputs(module, {name: {"owner": None, "signed": name == "block"} for name in order})
+    assert isinstance(module.block, OutputQuant) and isinstance(module.block.inner[1], OutputQuant)
+    for name in order:
+        assert output_quantizer(module, name) is not None
+    assert module.block[0].weight is module.block.inner[0].inner.weight  # attributes read through both wrappers
+    module(x)  # the forward's own attribute reads work
+    model = Model(module, (x[:1],), ("input",), "classification", None, "reads")
+    twin, layers = float_twin(model)
+    assert sorted(layers) == ["block.0", "head"] and not any(isinstance(m, OutputQuant) for m in twin.module.modules())
+    assert twin.module(x).shape == before.shape
