@@ -265,12 +265,21 @@ def verify(model: Model, path: Path, data: Dataset) -> dict[str, float]:
     cosine (encoders, >= 0.999); below it the run fails with the figure. For classifiers, also how
     many inputs disagree and the largest gap between the torch model's top two logits among them
     (near zero: ties that rounding decides; large: a real difference)."""
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
+
     from compress.metrics import quality
     from compress.onnx.outputs import onnx_outputs
     from compress.onnx.session import open_session
     from compress.predict import torch_outputs
 
-    exported, reference = onnx_outputs(open_session(path), data), torch_outputs(model, data)
+    session = open_session(path)
+    check_shapes(session.get_inputs(), data)  # first: data of the wrong shape is the user's mistake
+    try:
+        exported = onnx_outputs(session, data)
+    except (Fail, RuntimeException) as exc:  # a kernel refusing the learned scales at run time
+        raise RunFailed(f"onnxruntime cannot run the INT8 graph {path.name} with the learned scales: "
+                        f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from exc
+    reference = torch_outputs(model, data)
     figures = quality(model.task, exported, reference, None)
     metric, least = ("agreement", LEAST_AGREEMENT) if model.task == "classification" else ("cosine_mean", LEAST_COSINE)
     flips = ""

@@ -102,3 +102,18 @@ def test_calibration_data_the_int8_graph_cannot_take_is_one_line(runner, tmp_pat
                                  "--data", f"tensors:{tmp_path / 'small.safetensors'}", "export"])
     one_line_error(result, 2, "[8, 3, 64, 64]", "224", "--data")
     assert not out.exists()
+
+
+@pytest.mark.slow  # 10-25 s: MobileNetV2's placement and export
+def test_int8_graph_onnxruntime_cannot_run_is_a_failed_run_not_an_internal_error(runner, tmp_path):
+    """The tiny random MobileNetV2's last activations are near 1e-25: the learned scales around its
+    pooling are outside what onnxruntime's QLinearGlobalAveragePool computes, and running the INT8
+    graph raises. That is the run failing its check (exit 1, onnxruntime's words), not a crash."""
+    saved_family("mobilenet_v2", tmp_path)
+    g = torch.Generator().manual_seed(0)
+    for name in ("train", "heldout"):
+        save_file({"pixel_values": torch.randn(8, 3, 64, 64, generator=g)}, tmp_path / f"{name}.safetensors")
+    result = runner.invoke(cli, ["run", "--model", str(tmp_path / "mobilenet_v2"), "--out", str(tmp_path / "run"),
+                                 "--data", f"tensors:{tmp_path / 'heldout.safetensors'}", "qat", "--steps", "0", "--batch-size", "8",
+                                 "--data", f"tensors:{tmp_path / 'train.safetensors'}", "export"])
+    one_line_error(result, 1, "onnxruntime cannot run the INT8 graph", "QLinearGlobalAveragePool")
