@@ -111,8 +111,9 @@ def _fused_attention(twin: Model, layers: dict[str, QuantLayer], source: Path, t
     """`target` with the self-attention blocks fused (compress.quant.attention_fusion) when that
     fuses some, each fused block's query, key and value are all quantized layers (one QAttention
     holds the three), and the fused float graph computes what `source` does on the example inputs
-    (parity's tolerance); else `source` as it is."""
+    and parity's random probes (parity's tolerance); else `source` as it is."""
     from compress.onnx.outputs import onnx_outputs
+    from compress.onnx.parity import probes
     from compress.onnx.session import open_session
     from compress.quant.attention_fusion import attention_shape, fuse_attention
 
@@ -126,10 +127,11 @@ def _fused_attention(twin: Model, layers: dict[str, QuantLayer], source: Path, t
     transposed = {name: layer.inner.weight.detach().t().contiguous().numpy() for name, layer in layers.items() if layer.inner.weight.dim() == 2}
     if len(packed_layers(onnx.load(str(target)).graph, transposed)) != fused:
         return source, 0
-    data = Dataset("example inputs", twin.example_inputs)
-    reference, candidate = onnx_outputs(open_session(source), data), onnx_outputs(open_session(target), data)
-    if (reference - candidate).abs().max() > FUSED_TOLERANCE * max(1.0, float(reference.abs().max())):
-        return source, 0
+    plain, candidate = open_session(source), open_session(target)
+    for data in [Dataset("example inputs", twin.example_inputs), *probes(twin, 0)]:  # probes: padded masks, two lengths
+        reference, outputs = onnx_outputs(plain, data), onnx_outputs(candidate, data)
+        if (reference - outputs).abs().max() > FUSED_TOLERANCE * max(1.0, float(reference.abs().max())):
+            return source, 0
     return target, fused
 
 
