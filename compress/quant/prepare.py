@@ -52,6 +52,23 @@ def reaching_output(module: nn.Module, layers: list[str], example_inputs: tuple[
 
 
 @torch.no_grad()
+def reads_token_sequences(module: nn.Module, layers: list[str], example_inputs: tuple[torch.Tensor, ...]) -> bool:
+    """Whether a Linear layer reads [batch, tokens, width] inputs on one example forward: a
+    Transformer over tokens, whatever its inputs (token ids, or a ViT's image patches)."""
+    seen = []
+    handles = [module.get_submodule(name).register_forward_pre_hook(lambda _m, args: seen.append(args[0].dim() == 3))
+               for name in layers if isinstance(module.get_submodule(name), nn.Linear)]
+    was_training = module.training
+    try:
+        module.eval()(*example_inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+        module.train(was_training)
+    return any(seen)
+
+
+@torch.no_grad()
 def probe(module: nn.Module, layers: list[str], batches: list[Dataset]) -> tuple[dict[str, str], dict[str, bool], dict[str, torch.Tensor]]:
     """Run calibration batches through `module`: which layers read the same tensor as an earlier
     one (shared[name] = that layer), whether each input goes negative, and a sample of its values."""
