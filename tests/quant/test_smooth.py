@@ -50,6 +50,15 @@ def test_smoothing_every_input_leaves_the_float_model_unchanged_and_survives_a_c
     assert not torch.allclose(twin(*data.inputs), reference, atol=1e-3)
 
 
+def test_no_channel_quieter_than_the_median_one_is_amplified():
+    layer = nn.Linear(4, 2)
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    # Without the floor the first channel's scale would be 0.1 (0.01 ** 0.5): amplified 10x.
+    scale = scales([layer], torch.tensor([0.01, 1.0, 2.0, 50.0]), 0.5)
+    assert torch.allclose(scale, torch.tensor([1.0, 1.0, 2.0 ** 0.5, 50.0 ** 0.5]))
+
+
 class _ResidualFirst(nn.Module):
     """A block whose first input is not what its layer reads: no place for the Mul."""
 
