@@ -234,6 +234,7 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
     from torch import nn
 
     from compress.distill.losses import KDLoss, KDWeights
+    from compress.quant.fake import DynamicQuantizer
     from compress.quant.intervention import Intervened, attention_parts
     from compress.train import FitConfig, fit
 
@@ -255,7 +256,9 @@ def train_qat(module: nn.Module, model: Model, config: QatConfig, ctx: Context, 
     phases = [(first, Intervened(loss, ctx.teacher.module, config.intervention, first), ti_checkpointing),
               (config.steps - first, loss, ctx.checkpointing)]
     # Attention, not a list of layers: transformers' ResNet keeps its stages in a ModuleList too.
-    lr = config.lr or (TRANSFORMER_LR if attention_parts(module) else CNN_LR)
+    # Dynamic inputs mark a Transformer over tokens too (DistilBERT's and ViT's attention are not named as BERT's).
+    transformer = attention_parts(module) or any(isinstance(m, DynamicQuantizer) for m in module.modules())
+    lr = config.lr or (TRANSFORMER_LR if transformer else CNN_LR)
     figures: dict = {"intervention_steps": first, "lr": lr}
     results: list[FitResult] = []
     seconds = 0.0

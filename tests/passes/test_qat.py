@@ -303,6 +303,8 @@ def test_transformers_vit_quantizes_dynamically_exports_int8_and_reloads(tmp_pat
     from tiny_families import saved_family
 
     model, images = saved_family("vit", tmp_path)
+    with torch.no_grad():  # spread the random head's logits, as a trained model's are, so top-1 is not a coin toss
+        model.module.inner.classifier.weight.mul_(30)
     shape = images.inputs[0].shape[1:]
     ctx = Context(run_dir=tmp_path, teacher=model.copy(), data={"heldout": Dataset("h", (torch.randn(32, *shape),))})
     object.__setattr__(ctx, "dataset", lambda spec, role: Dataset("r", (torch.randn(16, *shape),)))
@@ -310,6 +312,7 @@ def test_transformers_vit_quantizes_dynamically_exports_int8_and_reloads(tmp_pat
     figures, export = record.steps[0].figures, record.steps[1].figures
     linears = sum(isinstance(m, torch.nn.Linear) for m in model.module.modules())
     assert figures["activations"] == "dynamic" and figures["quantized_layers"] == linears
+    assert figures["lr"] == pytest.approx(2e-5)  # the Transformer rate, though its attention is not named as BERT's
     assert export["fake_quant_agreement"] >= 0.995 and "Conv" in export["float_ops"]
     x = torch.randn(3, *shape)
     again = load(str(save(record.model, tmp_path / "saved")))
