@@ -89,6 +89,25 @@ def check_order(steps: Sequence[Step]) -> None:
                          f"no later step writes it again; add {_givers('onnx')} after {name}, so the ONNX in the run folder is the final model")
 
 
+def export_first(steps: Sequence[Step]) -> tuple[Step, ...]:
+    """`steps` with each ONNX-only step (ptq) that comes right before the export it needs swapped
+    with that export: `ptq --engine ort export` reads as "quantize, and ship ONNX", as `qat export`
+    does, and ptq can only work on an exported file. Any other order is left for check_order."""
+    out = list(steps)
+    have_onnx = False
+    for index, step in enumerate(out):
+        spec = PASSES[step.name]
+        nxt = PASSES[out[index + 1].name] if index + 1 < len(out) else None
+        if (spec.changes == "onnx" and "onnx" in spec.needs and not have_onnx and nxt is not None
+                and "onnx" in nxt.gives and "onnx" not in nxt.needs):
+            out[index], out[index + 1] = out[index + 1], out[index]
+            spec = nxt
+        if spec.changes == "torch":
+            have_onnx = False
+        have_onnx = have_onnx or "onnx" in spec.gives
+    return tuple(out)
+
+
 def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:
     if need == "torch" and lost is not None and lost[1] == name:
         return f"{lost[0]} already did {name}, and its result is an ONNX file; run {name} once"
@@ -121,6 +140,7 @@ def run(model: Model, steps: list[Step], ctx: Context, checkpoints: RunCheckpoin
     """Run `steps` on `model`; with `checkpoints`, each step's fit saves its state there (and
     continues from it when the run resumes). Under torchrun, ranks other than 0 only build the
     torch model with rank 0 (compress.distributed): they skip the ONNX steps and measure nothing."""
+    steps = list(export_first(steps))
     check_order(steps)
     main = current().main
     release_freed()  # between phases (here: reading the data), so a phase's peak does not stack on the last one's leftovers

@@ -27,7 +27,7 @@ import yaml
 from compress.errors import UsageError
 from compress.reporting.gate import BUDGET_NEEDS, Budgets
 from compress.passes import PASSES
-from compress.pipeline import Step, check_order
+from compress.pipeline import Step, check_order, export_first
 from compress.config import build_config, combine, did_you_mean
 
 RECIPE_VERSION = 1
@@ -47,6 +47,7 @@ class Recipe:
     model: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "steps", export_first(self.steps))  # frozen: set once, here
         check_order(self.steps)
         check_gates(self.steps, self.gates)
 

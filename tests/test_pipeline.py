@@ -131,6 +131,21 @@ def test_right_orders_are_accepted(fake_passes, names):
     assert [s.name for s in parse_recipe(_recipe(*names), "test").steps] == list(names)
 
 
+@pytest.mark.parametrize(("names", "ran"), [
+    (("quantize_onnx", "export"), ["export", "quantize_onnx"]),  # the issue's `ptq --engine ort export`
+    (("shrink", "quantize_onnx", "export", "bench"), ["shrink", "export", "quantize_onnx", "bench"]),
+    (("export", "shrink", "quantize_onnx", "export"), ["export", "shrink", "export", "quantize_onnx"]),
+    (("export", "quantize_onnx", "bench"), ["export", "quantize_onnx", "bench"]),
+])
+def test_an_onnx_only_step_written_before_its_export_runs_after_it(fake_passes, names, ran):
+    assert [s.name for s in parse_recipe(_recipe(*names), "test").steps] == ran
+
+
+def test_an_onnx_only_step_with_no_export_right_after_it_is_still_refused(fake_passes):
+    with pytest.raises(UsageError, match=r"^step 1 \(quantize_onnx\): needs an ONNX file .*put export before quantize_onnx"):
+        parse_recipe(_recipe("quantize_onnx", "bench", "export"), "test")
+
+
 def test_a_step_that_changes_shapes_without_an_edit_fails(tmp_path, monkeypatch):
     def narrow(model, config, ctx):
         copy = model.copy()

@@ -59,7 +59,7 @@ PASSES: dict[str, Pass] = {
                    needs=frozenset({"torch"}), gives=frozenset({"onnx", "parity"}), changes="nothing"),
     "qat": Pass(QatConfig, qat, "Quantization-aware training: fold BatchNorm, LSQ fake quantizers (weights per channel at --bits, inputs 8-bit), KD from the float teacher; export then writes INT8 ONNX with the learned scales.",
                 needs=frozenset({"torch"}), gives=frozenset(), changes="torch"),
-    "ptq": Pass(PtqConfig, ptq, "Quantize the exported ONNX to INT8 with onnxruntime (U8S8 per-channel static QDQ for CNNs, dynamic MatMul for text); fail if it drifts from the float model.",
+    "ptq": Pass(PtqConfig, ptq, "Quantize the exported ONNX to INT8 with onnxruntime (U8S8 per-channel static QDQ for CNNs, dynamic MatMul for text); fail if it drifts from the float model. Written right before export, it runs after it.",
                 needs=frozenset({"torch", "onnx"}), gives=frozenset({"onnx"}), changes="onnx"),
     "bench": Pass(BenchSettings, bench, "Time the original and the current ONNX side by side with onnxruntime; record p50/p90 and the latency ratio.",
                   needs=frozenset({"onnx"}), gives=frozenset({"latency"}), changes="nothing"),

@@ -3,6 +3,8 @@ model records that it is quantized, and misuse is refused with one line."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -104,12 +106,18 @@ def test_calibration_never_reads_the_heldout_spec(tmp_path, model):
         run(model, [make_step("export", {}), make_step("ptq", {**FAST, "data": "digits:test"})], ctx)
 
 
-def test_cli_export_ptq_on_digits(runner, tmp_path):
+@pytest.mark.parametrize("steps", [
+    ["export", "ptq", "--calibration-samples", "64", "--no-time-check"],
+    # The issue's order, `ptq --engine ort export`: export runs first, as ptq needs its file.
+    ["ptq", "--engine", "ort", "--calibration-samples", "64", "--no-time-check", "export"],
+])
+def test_cli_export_ptq_on_digits(runner, tmp_path, steps):
     out = tmp_path / "run"
-    result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(out), "--json", "export", "ptq",
-                                 "--calibration-samples", "64", "--no-time-check"])
+    result = runner.invoke(cli, ["run", "--model", "digits", "--out", str(out), "--json", *steps])
     assert result.exit_code == 0, result.stderr
-    assert (out / "model.int8.onnx").is_file() and "[2/2] ptq" in result.stderr
+    assert (out / "model.int8.onnx").is_file() and "[1/2] export" in result.stderr and "[2/2] ptq" in result.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert [step["name"] for step in report["steps"]] == ["export", "ptq"]
 
 
 def test_a_missing_inc_engine_is_refused_before_the_run_starts(runner, tmp_path, monkeypatch):
