@@ -1,6 +1,8 @@
 """A broad distillation corpus from outside the project: English sentences from the docstrings of the
 installed third-party packages (numpy, scipy, scikit-learn, sympy, matplotlib, networkx, torch,
-transformers, ...), one per line, for `distill --data text:FILE`.
+transformers, ...) and, with `--man N`, N more from the English manual pages in /usr/share/man
+(a second register: command and system documentation), one per line, for
+`distill --data text:FILE`.
 
 text:train (about 1,660 stdlib sentences) is too narrow to distil a pruned MiniLM that holds on other
 text: the student learns the teacher on that one register. This file is some 20,000 other sentences,
@@ -19,7 +21,9 @@ Usage: .venv/bin/python benchmarks/site_sentences.py OUT.txt [--count 20000]
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
+import re
 import sysconfig
 from pathlib import Path
 
@@ -43,10 +47,33 @@ def package_docstrings(root: Path):
         yield from file_docstrings(path)
 
 
+# roff: requests and comments (lines starting with . or '), font and character escapes.
+ROFF_REQUEST = re.compile(r"^['.]")
+ROFF_ESCAPE = re.compile(r"\\f[BIRP]|\\f\(..|\\f\[[^]]*\]|\\[,/&]|\\\(..|\\\*.|\\s[-+]?\d")
+
+
+def man_paragraphs(root: Path):
+    """The prose paragraphs of the English manual pages (man1-man8, not the translated folders)."""
+    for path in sorted(root.glob("man[1-8]/*.gz")):
+        try:
+            text = gzip.decompress(path.read_bytes()).decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError):
+            continue
+        paragraph: list[str] = []
+        for line in text.splitlines() + [".PP"]:
+            if ROFF_REQUEST.match(line):
+                if paragraph:
+                    yield "\n".join(paragraph)
+                paragraph = []
+            else:
+                paragraph.append(ROFF_ESCAPE.sub("", line).replace("\\-", "-").replace("\\", ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--man", type=int, default=0, help="add this many manual-page sentences")
     args = parser.parse_args()
     site = Path(sysconfig.get_paths()["purelib"])
     heldout = set(corpus("heldout"))
@@ -54,9 +81,18 @@ def main() -> None:
     for root in package_roots(site):
         for text in package_docstrings(root):
             found.update(s for s in sentences(text) if s not in heldout)
-    chosen = sorted(found, key=lambda s: hashlib.sha256(s.encode()).hexdigest())[: args.count]
+    chosen = sorted(found, key=_order)[: args.count]
+    print(f"{len(chosen)} of {len(found)} sentences from {site}")
+    if args.man:
+        manual = {s for text in man_paragraphs(Path("/usr/share/man")) for s in sentences(text)} - heldout - found
+        chosen += sorted(manual, key=_order)[: args.man]
+        print(f"{min(args.man, len(manual))} of {len(manual)} sentences from /usr/share/man")
     args.out.write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    print(f"{len(chosen)} of {len(found)} sentences from {site} -> {args.out}")
+    print(f"{len(chosen)} sentences -> {args.out}")
+
+
+def _order(sentence: str) -> str:
+    return hashlib.sha256(sentence.encode()).hexdigest()
 
 
 if __name__ == "__main__":
