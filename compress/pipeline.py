@@ -111,6 +111,8 @@ def export_first(steps: Sequence[Step]) -> tuple[Step, ...]:
 def _order_fix(need: str, name: str, lost: tuple[str, str] | None) -> str:
     if need == "torch" and lost is not None and lost[1] == name:
         return f"{lost[0]} already did {name}, and its result is an ONNX file; run {name} once"
+    if need == "torch" and lost is not None and "onnx" in PASSES[name].gives:
+        return f"{lost[0]} changed only the ONNX, and its file is the final model; drop this {name} (one {name}, before {lost[1]})"
     if need == "torch" and lost is not None:
         return f"{lost[0]} changed only the ONNX, so the torch model no longer matches it; put {name} before {lost[1]}"
     if lost is not None:

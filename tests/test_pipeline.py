@@ -114,7 +114,8 @@ def _recipe(*names: str) -> str:
      "changed the model after its ONNX was written; put export between shrink and bench"),
     (("export", "quantize_onnx", "train", "export"), "step 3 (train): needs the torch model: step 2 (quantize_onnx) changed "
      "only the ONNX, so the torch model no longer matches it; put train before quantize_onnx"),
-    (("export", "quantize_onnx", "export"), "step 3 (export): needs the torch model: step 2 (quantize_onnx) changed only the ONNX"),
+    (("export", "quantize_onnx", "export"), "step 3 (export): needs the torch model: step 2 (quantize_onnx) changed only the ONNX, "
+     "and its file is the final model; drop this export (one export, before quantize_onnx)"),
     (("quantize_onnx",), "step 1 (quantize_onnx): needs an ONNX file of the current model: put export before quantize_onnx"),
     (("export", "shrink"), "step 2 (shrink): changes the torch model after its ONNX file was written: no later step "
      "writes it again; add export after shrink"),
