@@ -73,6 +73,7 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
     the learned steps; checked against the fake-quant torch model by agreement (or cosine), as
     rounding at grid boundaries makes an absolute tolerance meaningless."""
     from compress.data.specs import Dataset
+    from compress.quant.embeddings import table_summary
     from compress.quant.qdq_export import FIDELITY_SAMPLES, LEAST_AGREEMENT, LEAST_COSINE, export_quantized, verify
 
     ctx.log(f"export: exporting the fake-quantized {model.name} to INT8 {config.filename} (opset {config.opset}) with its learned scales")
@@ -88,6 +89,7 @@ def _export_quantized(model: Model, config: ExportConfig, ctx: Context) -> Resul
         "float_ops": ", ".join(f"{op} {n}" for op, n in exported.float_ops.items()) or "none",
         "residual_adds_as_sum": exported.adds_as_sum,
         "attention_fused": exported.attention_fused,
+        "embedding_tables_int8": table_summary(exported.tables),
         **{f"fake_quant_{k}": v for k, v in fidelity.items()},
         "parity_samples": len(data),
     }

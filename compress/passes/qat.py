@@ -88,7 +88,7 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     from compress.data.specs import Dataset
     from compress.quant.calibration import text_inputs
     from compress.quant.edits import FAKE_QUANT, FOLD_BN, SMOOTH_INPUT
-    from compress.quant.fake import wrap
+    from compress.quant.fake import quantizable_tables, wrap, wrap_tables
     from compress.quant.fold import conv_bn_pairs, fold
     from compress.quant.intervention import check_same_architecture
     from compress.quant.prepare import init_steps, probe, quantizable, reaching_output, reads_token_sequences
@@ -123,6 +123,10 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     alpha = config.smooth if config.smooth is not None else (TEXT_SMOOTH_ALPHA if activations == "dynamic" else 0.0)
     candidates = smoothing_candidates(module, layers, shared, calibration) if alpha else []
     wrap(module, layers, config.bits, shared, signed, activations)
+    # Embedding tables (text encoders) go out as int8 with a scale per row: rounded here too, so
+    # the torch model computes what the INT8 graph does (compress.quant.embeddings).
+    tables = quantizable_tables(module, config.ignore)
+    wrap_tables(module, tables)
     init_steps(module, samples, config.init, config.bits, seed=ctx.seed)
     smoothed = _smooth(student, model, candidates, alpha, config, data.head(config.calibration_samples), ctx)
     kept_float = _keep_float(student, model, config, data.head(config.calibration_samples), ctx)
@@ -132,7 +136,7 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
     outputs, unmodelled = _place_outputs(student, shared, calibration, ctx) if activations == "static" else ({}, [])
     edits = ({"kind": FOLD_BN, "pairs": [list(p) for p in pairs]},) if pairs else ()
     edits += ({"kind": FAKE_QUANT, "bits": config.bits, "layers": layers, "shared": shared, "signed": signed, "data": spec,
-               "activations": activations, "outputs": outputs},)
+               "activations": activations, "outputs": outputs, "tables": tables},)
     if smoothed:
         edits += ({"kind": SMOOTH_INPUT, "alpha": alpha, "modules": [[group.at, group.channels] for group in smoothed]},)
     student = student.replace(edits=(*student.edits, *edits))
@@ -143,7 +147,8 @@ def qat(model: Model, config: QatConfig, ctx: Context) -> Result:
                "float_layers": ", ".join((*config.ignore, *kept_float)) or "none",
                "folded_batchnorms": len(pairs), "shared_input_quantizers": len(shared) if activations == "static" else 0,
                "intervention": config.intervention, "data": data.name,
-               "quantized_outputs": len(outputs), "unmodelled_int8_tensors": len(unmodelled)}
+               "quantized_outputs": len(outputs), "unmodelled_int8_tensors": len(unmodelled),
+               "int8_embedding_tables": ", ".join(tables) or "none"}
     if config.steps:
         figures |= train_qat(student.module, model, config, ctx, data)[0]
     module.eval()

@@ -4,7 +4,8 @@
 - "fake_quant": {"bits", "layers", "shared", "signed", "activations", "outputs"}: Conv/Linear layers
   wrapped with LSQ quantizers; "activations" "dynamic" (text encoders) or "static" (absent in older
   saves); "outputs": the modules whose outputs are fake-quantized as the INT8 graph quantizes them
-  (compress/quant/placement.py; absent in older saves).
+  (compress/quant/placement.py; absent in older saves); "tables": the nn.Embedding tables rounded to
+  int8 per row (compress.quant.fake.TableQuant; absent in older saves, whose tables stay float).
 - "smooth_input": {"alpha", "modules": [[name, channels], ...]}: SmoothQuant's 1/s on each named
   module's first input (compress/quant/smooth.py); the scales and the scaled weights are in the saved
   state.
@@ -29,9 +30,10 @@ def fold_bn(model: Model, edit: dict[str, Any]) -> Model:
 
 
 def fake_quant(model: Model, edit: dict[str, Any]) -> Model:
-    from compress.quant.fake import wrap, wrap_outputs
+    from compress.quant.fake import wrap, wrap_outputs, wrap_tables
 
     wrap(model.module, edit["layers"], edit["bits"], edit["shared"], edit["signed"], edit.get("activations", "static"))
+    wrap_tables(model.module, edit.get("tables") or [])
     wrap_outputs(model.module, edit.get("outputs") or {})
     return model
 

@@ -151,6 +151,52 @@ class OutputQuant(_Wrapper):
         return self.quant(self.inner(*args))
 
 
+class TableQuant(_Wrapper):
+    """An embedding table that the INT8 graph stores as int8 with one scale per row
+    (compress.quant.embeddings): each looked-up row is fake-quantized on its own symmetric grid,
+    scale = max|row| / 127. A row's scale depends on that row alone, so rounding the rows looked up
+    is rounding the table, at the cost of the batch's rows instead of the whole table; the rounding
+    passes gradients straight through and the scale learns nothing."""
+
+    def __init__(self, inner: nn.Embedding) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return row_quantized(self.inner(*args), ste=True)
+
+
+def row_quantized(rows: torch.Tensor, ste: bool = False) -> torch.Tensor:
+    """Symmetric int8 per row (the last dimension): round(x / s) * s, s = max|row| / 127 (1 for an
+    all-zero row), as compress.quant.embeddings.row_quantize stores it."""
+    largest = rows.detach().abs().amax(dim=-1, keepdim=True)
+    scale = torch.where(largest > 0, largest / 127, torch.ones_like(largest))
+    scaled = rows / scale
+    return torch.clamp(_round_ste(scaled) if ste else torch.round(scaled), -127, 127) * scale
+
+
+# Embedding tables smaller than this stay float (BERT's two-row token-type table): the same
+# threshold as the ONNX rewrite (compress.quant.embeddings.MIN_VALUES).
+TABLE_MIN_VALUES = 1 << 16
+
+
+def quantizable_tables(module: nn.Module, ignore: Iterable[str] = ()) -> list[str]:
+    """nn.Embedding tables of at least TABLE_MIN_VALUES values whose names match no --ignore glob."""
+    import fnmatch
+
+    globs = tuple(ignore)
+    return [name for name, m in module.named_modules()
+            if isinstance(m, nn.Embedding) and m.weight.numel() >= TABLE_MIN_VALUES and not any(fnmatch.fnmatchcase(name, g) for g in globs)]
+
+
+def wrap_tables(module: nn.Module, names: Iterable[str]) -> None:
+    """Replace each named nn.Embedding by a TableQuant (in place)."""
+    for name in names:
+        parent, _, attr = name.rpartition(".")
+        holder = module.get_submodule(parent) if parent else module
+        setattr(holder, attr, TableQuant(getattr(holder, attr)))
+
+
 QUANTIZABLE = (nn.Conv2d, nn.Linear)
 
 

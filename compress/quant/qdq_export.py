@@ -29,7 +29,9 @@ from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
 from compress.quant.attention_fusion import packed_layers
 from compress.quant.calibration import DatasetReader
-from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, output_quantizer, quant_layers
+from compress.quant.embeddings import Int8Tables
+from compress.quant.embeddings import rewrite_file as int8_tables_file
+from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, TableQuant, output_quantizer, quant_layers, row_quantized
 from compress.quant.ort import has_integer_inputs, op_summary, quiet
 
 
@@ -47,6 +49,8 @@ class QuantizedExport:
     # Self-attention blocks fused into onnxruntime's Attention, quantized as QAttention
     # (compress.quant.attention_fusion).
     attention_fused: int
+    # Embedding tables stored int8 with row scales (compress.quant.embeddings).
+    tables: Int8Tables
 
 
 # Largest output difference allowed between the float graph and its attention-fused copy,
@@ -56,13 +60,22 @@ FUSED_TOLERANCE = 1e-4
 
 def float_twin(model: Model) -> tuple[Model, dict[str, QuantLayer]]:
     """The model with every QuantLayer replaced by its float layer holding the fake-quantized weight,
-    and every OutputQuant by the module it wraps."""
+    every TableQuant by its embedding holding the rounded table, and every OutputQuant by the module
+    it wraps."""
     module = copy.deepcopy(model.module)
     # Innermost first: a wrapped module inside another is named through the outer one's `inner`.
     for name in reversed([n for n, m in module.named_modules() if isinstance(m, OutputQuant)]):
         parent, _, attr = name.rpartition(".")
         holder = module.get_submodule(parent) if parent else module
         setattr(holder, attr, getattr(holder, attr).inner)
+    # Embedding tables: the rounded table itself, which compress.quant.embeddings then stores as int8.
+    for name in [n for n, m in module.named_modules() if isinstance(m, TableQuant)]:
+        parent, _, attr = name.rpartition(".")
+        holder = module.get_submodule(parent) if parent else module
+        inner = getattr(holder, attr).inner
+        with torch.no_grad():
+            inner.weight.copy_(row_quantized(inner.weight))
+        setattr(holder, attr, inner)
     layers = quant_layers(module)
     for name, layer in layers.items():
         inner = layer.inner
@@ -103,8 +116,9 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
             adds_as_sum = rewrite_file(tmp)
+            tables = int8_tables_file(tmp)
             quantized, kept = op_summary(load_structure(tmp).graph)
-    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum, attention)
+    return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum, attention, tables)
 
 
 def _fused_attention(twin: Model, layers: dict[str, QuantLayer], source: Path, target: Path) -> tuple[Path, int]:
@@ -156,8 +170,8 @@ def _quantize_static(source: Path, target: Path, graph: onnx.GraphProto, overrid
 
 def _quantize_dynamic(source: Path, target: Path, overrides: dict, nodes: list[str]) -> None:
     """Only the quantized layers' MatMuls (and fused Attention nodes, their packed q/k/v), as
-    `ptq`'s dynamic mode does (the attention-score MatMuls, Softmax and LayerNorm stay float; the
-    embedding table too: QAT did not train it on a grid)."""
+    `ptq`'s dynamic mode does (the attention-score MatMuls, Softmax and LayerNorm stay float). The
+    embedding tables are left to compress.quant.embeddings (one scale per row, not per tensor)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # DefaultTensorType: onnx's shape inference knows no type for the outputs of onnxruntime's

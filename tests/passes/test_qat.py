@@ -317,3 +317,45 @@ def test_transformers_vit_quantizes_dynamically_exports_int8_and_reloads(tmp_pat
     x = torch.randn(3, *shape)
     again = load(str(save(record.model, tmp_path / "saved")))
     assert torch.equal(again(x), record.model(x))
+
+
+@pytest.fixture(scope="module")
+def bert_large_vocab(tmp_path_factory):
+    """A tiny BERT whose word table (2,048 x 32) is large enough to go out as int8 per row."""
+    import transformers
+
+    from tiny_families import TEXT
+
+    folder = tmp_path_factory.mktemp("qat-vocab") / "bert"
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(**{**TEXT, "vocab_size": 2048})).eval().save_pretrained(folder)
+    return load(str(folder), seq_len=16)
+
+
+def test_embedding_table_is_rounded_per_row_and_exported_int8(tmp_path, bert_large_vocab):
+    import onnx
+
+    from compress.quant.fake import TableQuant
+
+    model = bert_large_vocab
+    record = run(model, [make_step("qat", {**FAST, "data": "ids"}), make_step("export", {})], _text_ctx(tmp_path, model))
+    qat, export = record.steps[0].figures, record.steps[1].figures
+    # The position table (512 x 32) and the token-type table are too small to pay for their nodes.
+    assert qat["int8_embedding_tables"] == "encoder.embeddings.word_embeddings"
+    assert export["embedding_tables_int8"].startswith("encoder.embeddings.word_embeddings.weight 2048 x 32: int8, one scale per row")
+    assert export["fake_quant_cosine_mean"] >= 0.999
+    stored = {i.name: i.data_type for i in onnx.load(str(tmp_path / "model.onnx")).graph.initializer}
+    assert stored["encoder.embeddings.word_embeddings.weight_int8"] == onnx.TensorProto.INT8
+    assert "encoder.embeddings.word_embeddings.weight" not in stored
+    again = load(str(save(record.model, tmp_path / "saved")))
+    assert isinstance(again.module.get_submodule("encoder.embeddings.word_embeddings"), TableQuant)
+    ids = _ids(4, 3).inputs
+    assert torch.equal(again(*ids), record.model(*ids))
+
+
+def test_ignored_embedding_table_stays_float(tmp_path, bert_large_vocab):
+    model = bert_large_vocab
+    record = run(model, [make_step("qat", {**FAST, "data": "ids", "steps": 0, "ignore": ["*embeddings*"]}), make_step("export", {})],
+                 _text_ctx(tmp_path, model))
+    assert record.steps[0].figures["int8_embedding_tables"] == "none"
+    assert record.steps[1].figures["embedding_tables_int8"] == "none"
