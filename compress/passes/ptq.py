@@ -97,6 +97,7 @@ def ptq(model: Model, config: PtqConfig, ctx: Context) -> Result:
 
 
 def _ort(config: PtqConfig, ctx: Context, calibration: Dataset, source: Path, target: Path) -> dict[str, object]:
+    from compress.quant.embeddings import table_summary
     from compress.quant.ort import quantize_onnx  # onnx, onnxruntime: when the step runs, not with PASSES
 
     ctx.log(f"ptq: quantizing {source.name} with onnxruntime (mode {config.mode})")
@@ -116,11 +117,13 @@ def _ort(config: PtqConfig, ctx: Context, calibration: Dataset, source: Path, ta
         "quantized_ops": _counts(quantized.quantized_ops),
         "float_ops": _counts(quantized.float_ops),
         "residual_adds_as_sum": quantized.adds_as_sum,
+        "embedding_tables_int8": table_summary(quantized.tables),
         **kept,
     }
 
 
 def _four_bit(config: PtqConfig, ctx: Context, source: Path, target: Path) -> dict[str, object]:
+    from compress.quant.embeddings import table_summary
     from compress.quant.nbits import KERNEL, pack_4bit
 
     ctx.log(f"ptq: packing the MatMul weights of {source.name} to 4 bits (onnxruntime {KERNEL}, blocks of {config.block_size})")
@@ -131,7 +134,9 @@ def _four_bit(config: PtqConfig, ctx: Context, source: Path, target: Path) -> di
         "mode": "weight-only",
         "weights": f"4-bit symmetric, blocks of {config.block_size}",
         "bit_widths": f"4-bit packed weights in {packed.layers} MatMul layers ({KERNEL}, float activations and compute); "
-                      "every other operator (embedding Gather, Conv, Gemm, LayerNorm, Softmax) float32",
+                      + ("embedding tables int8 per row; " if packed.tables.tables else "")
+                      + "every other operator (Conv, Gemm, LayerNorm, Softmax) float32",
+        "embedding_tables_int8": table_summary(packed.tables),
         "activations": "float32",
         "packed_layers": packed.layers,
         "packed_weight_bytes": packed.packed_weight_bytes,

@@ -1,21 +1,24 @@
 """Embedding tables stored as int8 with one scale per row, in an INT8 ONNX graph.
 
 A text encoder's word-embedding table is most of its file: MiniLM's 30,522 x 384 floats are 47 of
-the 55 MB that its INT8 graph kept in float. onnxruntime's `quantize_dynamic` stores the table as
-int8 with one scale for the whole tensor, whose step is set by the largest value of all (1.14 in
-MiniLM, while a typical row's largest is 0.18: a 6.5x coarser grid than the row needs). A Gather
+the 59 MB of its INT8 graph when they stay float. onnxruntime's `quantize_dynamic` stores the table as
+int8 with one scale for the whole tensor, whose step is set by the largest value of all (1.05 in
+MiniLM, while the median row's largest is 0.18: a 6x coarser grid than that row needs). A Gather
 reads whole rows, so each row can carry its own scale at no cost:
 
     Gather(table, ids)  ->  Mul(Cast(Gather(table_int8, ids), float), Gather(row_scales, ids))
 
-Only standard ONNX operators, so any runtime runs it. `qat` rounds the tables on this grid in the
+Only standard ONNX operators at the graph's opset, so any runtime runs it (onnxruntime's own
+4-bit Gather raises the graph to opset 21). `qat` rounds the tables on this grid in the
 torch model (compress.quant.fake.TableQuant), so the exported float graph already holds values on
 it and this rewrite only changes how they are stored: a table whose values are not on their row
-grid is left float, and the INT8 graph computes what the fake-quantized torch model does.
-Measured on the pruned MiniLM's INT8 graph (benchmarks/README.md, "Embedding tables in int8"):
-held-out cosine to the original 0.97836 -> 0.97838 with per-row scales (0.97765 with one scale
-per tensor); 55.1 -> 19.4 MB; latency unchanged.
+grid is left float, and the INT8 graph computes what the fake-quantized torch model does. `ptq`
+rounds the float tables here (`round_float`) in place of onnxruntime's per-tensor Gather.
+Measured on MiniLM (benchmarks/README.md, "Embedding tables in int8"): qat W8A8 58.6 -> 23.0 MB
+at held-out cosine 0.99771 -> 0.99774; `ptq`'s dynamic INT8, whose only difference from
+onnxruntime's `quantize_dynamic` is the table's grid, 0.99307 against its 0.99277.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,11 +28,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from compress.quant.fake import TABLE_MIN_VALUES
-
 # Tables under 64 Ki values (256 KB in float) are left alone: nothing to gain, and BERT's
-# token-type table (2 rows) would only gain nodes. The torch side picks tables by the same figure.
-MIN_VALUES = TABLE_MIN_VALUES
+# token-type table (2 rows) would only gain nodes. The torch side (qat) picks tables by this too.
+MIN_VALUES = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -81,10 +82,12 @@ def on_grid(table: np.ndarray, quantized: np.ndarray, scales: np.ndarray) -> boo
     return bool(np.all(np.abs(quantized.astype(np.float32) * scales - table) <= ON_GRID * largest))
 
 
-def int8_tables(graph: onnx.GraphProto) -> Int8Tables:
+def int8_tables(graph: onnx.GraphProto, round_float: bool = False) -> Int8Tables:
     """Rewrite, in place, every embedding table (see `_table_gathers`) whose values are on their
     per-row int8 grid as int8 with row scales, and each Gather reading it as Gather -> Cast -> Mul
-    by the gathered scales; the Gather's output name is kept, so every reader is unchanged."""
+    by the gathered scales; the Gather's output name is kept, so every reader is unchanged.
+    `round_float`: round the other tables onto their grid too (`ptq`, which has no fake-quantized
+    torch model to match and checks the result against the float model instead)."""
     tables = _table_gathers(graph)
     initializers = {i.name: i for i in graph.initializer}
     replaced: dict[int, list[onnx.NodeProto]] = {}
@@ -92,7 +95,7 @@ def int8_tables(graph: onnx.GraphProto) -> Int8Tables:
     for name, gathers in tables.items():
         values = numpy_helper.to_array(initializers[name])
         quantized, scales = row_quantize(values)
-        if not on_grid(values, quantized, scales):
+        if not round_float and not on_grid(values, quantized, scales):
             continue
         graph.initializer.remove(initializers[name])
         graph.initializer.extend([numpy_helper.from_array(quantized, f"{name}_int8"), numpy_helper.from_array(scales, f"{name}_row_scale")])
@@ -114,11 +117,11 @@ def int8_tables(graph: onnx.GraphProto) -> Int8Tables:
     return Int8Tables(tuple(names), float_bytes, int8_bytes)
 
 
-def rewrite_file(path: Path) -> Int8Tables:
+def rewrite_file(path: Path, round_float: bool = False) -> Int8Tables:
     """`int8_tables` on the ONNX file at `path`, saved back only when a table changed (the caller
     writes `path` atomically: it is the temp file of an atomic_path)."""
     model = onnx.load(str(path))
-    result = int8_tables(model.graph)
+    result = int8_tables(model.graph, round_float)
     if result.tables:
         onnx.save(model, str(path))
     return result

@@ -175,18 +175,16 @@ def row_quantized(rows: torch.Tensor, ste: bool = False) -> torch.Tensor:
     return torch.clamp(_round_ste(scaled) if ste else torch.round(scaled), -127, 127) * scale
 
 
-# Embedding tables smaller than this stay float (BERT's two-row token-type table): the same
-# threshold as the ONNX rewrite (compress.quant.embeddings.MIN_VALUES).
-TABLE_MIN_VALUES = 1 << 16
-
-
 def quantizable_tables(module: nn.Module, ignore: Iterable[str] = ()) -> list[str]:
-    """nn.Embedding tables of at least TABLE_MIN_VALUES values whose names match no --ignore glob."""
+    """nn.Embedding tables of at least MIN_VALUES values (the ONNX rewrite's threshold) whose names
+    match no --ignore glob."""
     import fnmatch
+
+    from compress.quant.embeddings import MIN_VALUES
 
     globs = tuple(ignore)
     return [name for name, m in module.named_modules()
-            if isinstance(m, nn.Embedding) and m.weight.numel() >= TABLE_MIN_VALUES and not any(fnmatch.fnmatchcase(name, g) for g in globs)]
+            if isinstance(m, nn.Embedding) and m.weight.numel() >= MIN_VALUES and not any(fnmatch.fnmatchcase(name, g) for g in globs)]
 
 
 def wrap_tables(module: nn.Module, names: Iterable[str]) -> None:

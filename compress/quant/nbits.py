@@ -4,10 +4,11 @@ MatMulNBits kernel (`onnxruntime.quantization.matmul_nbits_quantizer`).
 Each MatMul whose weight is a constant gets its weight quantized symmetrically in blocks of
 `block_size` input rows, two values to a byte, with one float scale per block; the kernel
 dequantizes on the fly and multiplies in float (accuracy level unset: on this project's CPU the
-int8-compute level 4 ran slower, benchmarks/README.md). Everything else stays float32: the
-embedding Gather (quantizing it makes onnxruntime raise the graph to opset 21, which breaks the
-exported ReduceL2), attention's activation-by-activation MatMuls, LayerNorm and Softmax. onnxruntime
-has no 4-bit Conv or Gemm kernel, so a graph without such a MatMul is refused.
+int8-compute level 4 ran slower, benchmarks/README.md). Embedding tables go out as int8 with one
+scale per row (compress.quant.embeddings; onnxruntime's own 4-bit Gather raises the graph to opset
+21, which breaks the exported ReduceL2). Everything else stays float32: attention's
+activation-by-activation MatMuls, LayerNorm and Softmax. onnxruntime has no 4-bit Conv or Gemm
+kernel, so a graph without such a MatMul is refused.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from onnx import numpy_helper
 
 from compress.atomic import atomic_path
 from compress.errors import RunFailed, UsageError
+from compress.quant.embeddings import Int8Tables, int8_tables
 from compress.quant.ort import quiet, weight_nodes
 
 KERNEL = "MatMulNBits"
@@ -34,6 +36,7 @@ class Packed:
     packed_weight_bytes: int  # their 4-bit weights, scales included
     float_weight_bytes: int  # the same weights as float32 before
     bytes: int  # the whole file
+    tables: Int8Tables  # embedding tables stored int8 per row (compress.quant.embeddings)
 
 
 def pack_4bit(source: Path, target: Path, block_size: int) -> Packed:
@@ -60,9 +63,10 @@ def pack_4bit(source: Path, target: Path, block_size: int) -> Packed:
     inits = {i.name: i for i in packed.graph.initializer}
     packed_bytes = sum(len(inits[name].raw_data) or numpy_helper.to_array(inits[name]).nbytes
                        for n in kernels for name in n.input[1:] if name in inits)
+    tables = int8_tables(packed.graph, round_float=True)
     with atomic_path(target) as tmp:
         onnx.save(packed, str(tmp))
-    return Packed(target, len(kernels), packed_bytes, float_bytes, target.stat().st_size)
+    return Packed(target, len(kernels), packed_bytes, float_bytes, target.stat().st_size, tables)
 
 
 @contextlib.contextmanager

@@ -6,9 +6,10 @@ Choices, each measured on this project's CPU (benchmarks/README.md, "ptq"):
 - Graphs with float inputs (CNNs): static QDQ over onnxruntime's default operator list, calibrated
   with MinMax, so Conv, Add, pooling and Gemm fuse into integer kernels.
 - Graphs with integer inputs (token ids, attention mask: text encoders): only the nodes that hold
-  weights (MatMul/Gemm/Conv with a constant weight, Gather of an embedding table) are quantized, so
-  the attention-mask path, Softmax and LayerNorm stay float; `auto` then picks dynamic quantization
-  of those MatMuls, which was both more faithful and faster than static on MiniLM.
+  weights (MatMul/Gemm/Conv with a constant weight) are quantized, so the attention-mask path,
+  Softmax and LayerNorm stay float; `auto` then picks dynamic quantization of those MatMuls, which
+  was both more faithful and faster than static on MiniLM. Embedding tables go out as int8 with one
+  scale per row (compress.quant.embeddings), not onnxruntime's one scale per table.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from compress.errors import RunFailed, UsageError
 from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
+from compress.quant.embeddings import Int8Tables
+from compress.quant.embeddings import rewrite_file as int8_tables_file
 from compress.quant.options import Activations, Mode
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
@@ -55,6 +58,8 @@ class OrtQuantized:
     # Residual Adds written as Sum so that onnxruntime keeps them apart from their LayerNorm
     # (compress.onnx.residual_sum).
     adds_as_sum: int
+    # Embedding tables stored int8 with row scales (compress.quant.embeddings).
+    tables: Int8Tables
 
 
 def weight_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -101,7 +106,8 @@ def quantize_onnx(
         # Names from the preprocessed graph: quant_pre_process may rename or fuse nodes.
         prepared = onnx.load(str(pre), load_external_data=False).graph
         kept = [n.name for n in prepared.node if n.op_type in keep_float]
-        chosen_nodes = [n.name for n in weight_nodes(prepared) if n.op_type not in keep_float]
+        # Embedding Gathers are left to compress.quant.embeddings (one scale per row, not per tensor).
+        chosen_nodes = [n.name for n in weight_nodes(prepared) if n.op_type not in keep_float and n.op_type != "Gather"]
         try:
             if chosen == "static":
                 if calibration is None:
@@ -117,9 +123,10 @@ def quantize_onnx(
         except Exception as exc:  # onnxruntime's quantizer raises untyped errors from deep inside
             raise RunFailed(f"onnxruntime {chosen} quantization of {source} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
         adds_as_sum = rewrite_file(tmp)
+        tables = int8_tables_file(tmp, round_float=True)
         quantized, kept = op_summary(load_structure(tmp).graph)
     return OrtQuantized(target, chosen, activations if chosen == "static" else "uint8, dynamic per call",
-                        preprocess, rows, quantized, kept, target.stat().st_size, adds_as_sum)
+                        preprocess, rows, quantized, kept, target.stat().st_size, adds_as_sum, tables)
 
 
 def _preprocess(source: Path, out: Path) -> str:
@@ -148,7 +155,7 @@ def _static(source: Path, target: Path, reader: DatasetReader, activations: Acti
         weight_type=QuantType.QInt8,
         nodes_to_quantize=nodes,
         nodes_to_exclude=excluded,
-        op_types_to_quantize=list(WEIGHT_OPS) + ["Gather"] if nodes is not None else None,
+        op_types_to_quantize=list(WEIGHT_OPS) if nodes is not None else None,
         calibrate_method=CalibrationMethod.MinMax,
         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
     )  # fmt: skip
@@ -158,7 +165,7 @@ def _dynamic(source: Path, target: Path, nodes: list[str]) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
-                     nodes_to_quantize=nodes, op_types_to_quantize=["MatMul", "Gather"])
+                     nodes_to_quantize=nodes, op_types_to_quantize=["MatMul"])
 
 
 def op_summary(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, int]]:

@@ -33,6 +33,17 @@ def test_every_linear_matmul_is_packed_to_4_bits_and_still_agrees(bert):
     assert cosine(onnx_outputs(open_session(packed.path), heldout), torch_outputs(model, heldout)).mean() > 0.95
 
 
+def test_the_embedding_table_goes_out_int8_per_row_at_the_graphs_opset(tmp_path_factory):
+    model, path = saved_bert(tmp_path_factory, hidden_size=32, vocab_size=2048)
+    packed = pack_4bit(path, path.with_name("bert.int4.onnx"), 16)
+    assert packed.tables.tables == ("encoder.embeddings.word_embeddings.weight 2048 x 32",)
+    proto = onnx.load(str(packed.path))
+    assert {o.domain: o.version for o in proto.opset_import}[""] == 17  # onnxruntime's own 4-bit Gather needs opset 21
+    assert packed.bytes < path.stat().st_size - 2048 * 32 * 3
+    heldout = _sentences(64, 2)
+    assert cosine(onnx_outputs(open_session(packed.path), heldout), torch_outputs(model, heldout)).mean() > 0.95
+
+
 def test_a_graph_without_linear_matmuls_is_refused(tmp_path):
     cnn = load("tiny_models:cnn")
     path = export_onnx(cnn, tmp_path / "cnn.onnx").path

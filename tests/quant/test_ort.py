@@ -125,11 +125,11 @@ def test_text_calibration_is_sorted_by_length_before_it_is_cut():
     assert fed == sorted(tuple(row[row != 0].tolist()) for row in ids * mask)
 
 
-def saved_bert(tmp_path_factory, hidden_size: int) -> tuple:
-    """A seeded 2-layer BERT (vocabulary 50, FFN twice the hidden width) saved, loaded by compress
-    and exported: the model and its ONNX path."""
+def saved_bert(tmp_path_factory, hidden_size: int, vocab_size: int = 50) -> tuple:
+    """A seeded 2-layer BERT (FFN twice the hidden width) saved, loaded by compress and exported:
+    the model and its ONNX path."""
     torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=50, hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
+    config = transformers.BertConfig(vocab_size=vocab_size, hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=4,
                                      intermediate_size=2 * hidden_size, max_position_embeddings=32)
     folder = tmp_path_factory.mktemp("bert") / "bert"
     transformers.BertModel(config).save_pretrained(folder)
@@ -164,5 +164,22 @@ def test_text_encoders_quantize_only_weight_nodes_and_keep_the_mask_path_float(b
     # Each LayerNorm's residual Add (embeddings, attention output, FFN output of both layers) is a Sum,
     # so onnxruntime does not fuse it into its slower SkipLayerNormalization (compress.onnx.residual_sum).
     assert out.adds_as_sum == out.float_ops["LayerNormalization"] == 5 and out.float_ops["Sum"] == 5
+    heldout = _sentences(64, 2)
+    assert cosine(onnx_outputs(open_session(out.path), heldout), torch_outputs(model, heldout)).mean() > 0.98
+
+
+@pytest.mark.parametrize("mode", ["static", "dynamic"])
+def test_text_embedding_tables_go_out_int8_with_a_scale_per_row(tmp_path_factory, mode):
+    # 2,048 x 32: large enough to be stored int8 (compress.quant.embeddings.MIN_VALUES); the
+    # 32 x 32 position table stays float.
+    model, path = saved_bert(tmp_path_factory, hidden_size=32, vocab_size=2048)
+    out = quantize_onnx(path, path.with_name(f"bert.{mode}.onnx"), _sentences(32, 1), mode, "uint8", 8)
+    assert out.tables.tables == ("encoder.embeddings.word_embeddings.weight 2048 x 32",)
+    stored = _initializers(onnx.load(str(out.path)).graph)
+    assert stored["encoder.embeddings.word_embeddings.weight_int8"].dtype == np.int8
+    assert stored["encoder.embeddings.word_embeddings.weight_row_scale"].shape == (2048, 1)
+    # Nothing else of the table: no float copy, no onnxruntime per-tensor quantization of its Gather.
+    assert {n for n in stored if n.startswith("encoder.embeddings.word_embeddings")} == {
+        "encoder.embeddings.word_embeddings.weight_int8", "encoder.embeddings.word_embeddings.weight_row_scale"}
     heldout = _sentences(64, 2)
     assert cosine(onnx_outputs(open_session(out.path), heldout), torch_outputs(model, heldout)).mean() > 0.98
