@@ -21,8 +21,10 @@ from compress.measure.settings import BenchSettings
 @with_options(config_options(BenchSettings, aliases={"batch_sizes": ["--batch"]}))
 @click.option("--baseline", type=click.Path(path_type=Path), metavar="MODEL.onnx",
               help="the model the others are compared with (timed too): latency ratio with its 95% interval, speed-up = the inverse; default: the first of several models")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), metavar="FILE",
-              help="write the results as JSON to FILE; '-' prints them to stdout instead of the table")
+# `--json` alone prints JSON, as `run`, `eval` and `gate` do; `--json FILE` writes it to FILE.
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path), metavar="[FILE]",
+              is_flag=False, flag_value="-",
+              help="print the results as JSON instead of the table; with FILE, write them to FILE (and print the table)")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="also draw p50 latency per item against batch size as a PNG (written after the JSON)")
 def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | None, plot_path: Path | None, **fields: object) -> None:
@@ -36,6 +38,7 @@ def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | Non
     # Where results go is checked before timing, so a long bench never ends on an unwritable path.
     for option, path in (("--json", json_path), ("--plot", plot_path)):
         if path is not None and str(path) != "-":
+            _check_not_a_model(option, path)
             _check_writable(option, path)
     # Several files are timed side by side to be compared: against the first unless told otherwise.
     if baseline is None and len(models) > 1:
@@ -52,6 +55,14 @@ def bench(models: tuple[Path, ...], baseline: Path | None, json_path: Path | Non
         latency_batch_plot(report.rows, plot_path)
     if json_path is None or str(json_path) != "-":
         stdout().print(_table(report))
+
+
+def _check_not_a_model(option: str, path: Path) -> None:
+    """`compress bench --json a.onnx b.onnx` reads as "JSON, of a and b" to a user of `run --json`,
+    but gives a.onnx to --json: refused, so a model file is never overwritten with results."""
+    if path.suffix.lower() in (".onnx", ".ort", ".data"):
+        fix = "give a .json file, or put the models first and --json last to print JSON" if option == "--json" else "give a .png file"
+        raise UsageError(option, path, f"is a model file, not where to write the {'JSON' if option == '--json' else 'plot'}; {fix}")
 
 
 def _check_writable(option: str, path: Path) -> None:

@@ -155,3 +155,19 @@ def test_several_models_without_a_baseline_are_compared_with_the_first(cnn: Path
     assert 0.2 < data["models"]["cnn"]["results"]["b1_t1"]["latency_ratio"] < 5
     alone = json.loads(_bench(cnn, "--json", "-", *FAST).stdout)
     assert alone["baseline"] is None and "latency_ratio" not in alone["models"]["cnn"]["results"]["b1_t1"]
+
+
+def test_json_alone_prints_json_as_run_and_eval_do(cnn: Path) -> None:
+    result = _bench(cnn, *FAST, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["models"]["cnn"]["results"]["b1_t1"]["p50_ms"] > 0
+
+
+@pytest.mark.parametrize("option", ["--json", "--plot"])
+def test_a_model_given_to_json_or_plot_is_refused_and_left_alone(cnn: Path, tmp_path: Path, option: str) -> None:
+    # `bench --json a.onnx b.onnx`: --json takes a.onnx as its FILE; writing there would destroy the model.
+    other = tmp_path / "other.onnx"
+    other.write_bytes(cnn.read_bytes())
+    result = _bench(option, other, cnn, *FAST)
+    one_line_error(result, 2, option, "other.onnx", "is a model file")
+    assert other.read_bytes() == cnn.read_bytes()
