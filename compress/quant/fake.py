@@ -176,15 +176,19 @@ def row_quantized(rows: torch.Tensor, ste: bool = False) -> torch.Tensor:
 
 
 def quantizable_tables(module: nn.Module, ignore: Iterable[str] = ()) -> list[str]:
-    """nn.Embedding tables of at least MIN_VALUES values (the ONNX rewrite's threshold) whose names
-    match no --ignore glob."""
+    """nn.Embedding tables of at least MIN_VALUES values (the ONNX rewrite's threshold), not tied
+    to another layer, whose names match no --ignore glob."""
     import fnmatch
 
     from compress.quant.embeddings import MIN_VALUES
 
     globs = tuple(ignore)
+    # A table tied to another layer (a language-model head reading the word embeddings) stays
+    # float: that layer quantizes the same weight on its own grid.
+    shared = {id(p) for m in module.modules() if not isinstance(m, nn.Embedding) for p in m.parameters(recurse=False)}
     return [name for name, m in module.named_modules()
-            if isinstance(m, nn.Embedding) and m.weight.numel() >= MIN_VALUES and not any(fnmatch.fnmatchcase(name, g) for g in globs)]
+            if isinstance(m, nn.Embedding) and m.weight.numel() >= MIN_VALUES and id(m.weight) not in shared
+            and not any(fnmatch.fnmatchcase(name, g) for g in globs)]
 
 
 def wrap_tables(module: nn.Module, names: Iterable[str]) -> None:

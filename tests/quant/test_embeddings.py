@@ -99,3 +99,20 @@ def test_table_quant_rounds_the_rows_it_looks_up_and_passes_gradients_straight_t
     out.sum().backward()
     assert torch.equal(embedding.weight.grad[4], torch.full((8,), 2.0)) and embedding.weight.grad[0].abs().sum() == 0
     assert table.num_embeddings == 50  # attributes read through the wrapper
+
+
+def test_only_large_untied_tables_outside_ignore_are_quantizable():
+    from compress.quant.fake import quantizable_tables
+
+    class Tied(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.words = torch.nn.Embedding(2048, 32)  # 65,536 values
+            self.positions = torch.nn.Embedding(2048, 32)
+            self.types = torch.nn.Embedding(2, 32)  # too small
+            self.head = torch.nn.Linear(32, 2048, bias=False)
+            self.head.weight = self.words.weight  # tied, as a language-model head
+
+    model = Tied()
+    assert quantizable_tables(model) == ["positions"]
+    assert quantizable_tables(model, ["pos*"]) == []
