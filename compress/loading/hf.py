@@ -72,9 +72,9 @@ class SentenceEncoder(nn.Module):
 
 
 @contextlib.contextmanager
-def _no_progress_bar() -> Iterator[None]:
-    """Silence transformers' "Loading weights" bar: the library reports progress through `log`
-    only. The global switch is restored afterwards. Where torchao is installed (the `inc` extra
+def no_progress_bar() -> Iterator[None]:
+    """Silence transformers' progress bars ("Loading weights", "Writing model shards"): the library
+    reports progress through `log` only. The global switch is restored afterwards. Where torchao is installed (the `inc` extra
     pulls it), transformers imports it while loading, and torchao warns that its CUDA extensions
     do not load on a CPU build: nothing compress uses, so kept off stderr too."""
     import logging
@@ -141,7 +141,7 @@ def load_hf(source: Source, with_weights: bool = True, log: Callable[[str], None
         return auto_class.from_config(config, attn_implementation="eager")
 
     try:
-        with _no_progress_bar():
+        with no_progress_bar():
             if arch.endswith("ForImageClassification"):
                 module, task = LogitsOf(build(transformers.AutoModelForImageClassification), IMAGE_INPUTS), "classification"
             elif arch.endswith("ForSequenceClassification"):

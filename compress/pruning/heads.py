@@ -231,7 +231,10 @@ def save_plain_folder(module: nn.Module, folder: Path, tokenizer=None) -> Path |
     layers = encoder_layers(module)
     if inner is None or plain_config_fields(layers) is None:
         return None
-    inner.save_pretrained(folder)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(folder)
+    from compress.loading.hf import no_progress_bar
+
+    with no_progress_bar():  # transformers' "Writing model shards" bar: progress is compress's to report
+        inner.save_pretrained(folder)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(folder)
     return folder

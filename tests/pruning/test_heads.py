@@ -43,9 +43,11 @@ def test_bert_heads_and_neurons_go_and_the_attention_attributes_follow(tmp_path)
     assert result.model(ids, torch.ones_like(ids)).shape == (2, 32)
 
 
-def test_ffn_only_bert_saves_a_folder_automodel_loads_without_compress(tmp_path):
+def test_ffn_only_bert_saves_a_folder_automodel_loads_without_compress(tmp_path, capfd):
     model = _hf("bert", tmp_path)
+    capfd.readouterr()  # the test's own save_pretrained above may draw transformers' bar
     result = _prune(model, tmp_path, head_ratio=0.0, ffn_ratio=0.5)
+    assert "Writing model shards" not in capfd.readouterr().err  # stderr is compress's progress only
     folder = result.artifacts["hf_model"]
     plain = T.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
     assert plain.config.intermediate_size == 32
