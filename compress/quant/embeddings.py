@@ -48,10 +48,12 @@ def _table_gathers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     for node in graph.node:
         for name in node.input:
             readers.setdefault(name, []).append(node)
-    outputs = {o.name for o in graph.output}
+    # A table that is also a graph input (older exporters list initializers as inputs, overridable)
+    # or output keeps its float name and type.
+    exposed = {o.name for o in graph.output} | {i.name for i in graph.input}
     found = {}
     for name, init in initializers.items():
-        if init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or int(np.prod(init.dims)) < MIN_VALUES or name in outputs:
+        if init.data_type != TensorProto.FLOAT or len(init.dims) != 2 or int(np.prod(init.dims)) < MIN_VALUES or name in exposed:
             continue
         users = readers.get(name, [])
         if users and all(_row_gather(node, name) for node in users):

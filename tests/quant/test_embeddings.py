@@ -116,3 +116,10 @@ def test_only_large_untied_tables_outside_ignore_are_quantizable():
     model = Tied()
     assert quantizable_tables(model) == ["positions"]
     assert quantizable_tables(model, ["pos*"]) == []
+
+
+def test_a_table_that_is_also_a_graph_input_stays_float(tmp_path):
+    path = _graph(tmp_path, {"word": _on_grid(2048, 32, 0)})
+    model = onnx.load(str(path))
+    model.graph.input.append(helper.make_tensor_value_info("word", TensorProto.FLOAT, [2048, 32]))  # overridable, as older exporters wrote
+    assert int8_tables(model.graph).tables == ()
