@@ -22,7 +22,6 @@ onnxruntime's `quantize_dynamic` is the table's grid, 0.99307 against its 0.9927
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -117,16 +116,6 @@ def int8_tables(graph: onnx.GraphProto, round_float: bool = False) -> Int8Tables
         del graph.node[:]
         graph.node.extend(nodes)
     return Int8Tables(tuple(names), float_bytes, int8_bytes)
-
-
-def rewrite_file(path: Path, round_float: bool = False) -> Int8Tables:
-    """`int8_tables` on the ONNX file at `path`, saved back only when a table changed (the caller
-    writes `path` atomically: it is the temp file of an atomic_path)."""
-    model = onnx.load(str(path))
-    result = int8_tables(model.graph, round_float)
-    if result.tables:
-        onnx.save(model, str(path))
-    return result
 
 
 def table_summary(tables: Int8Tables) -> str:

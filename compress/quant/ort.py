@@ -29,11 +29,10 @@ import onnx
 from compress.atomic import atomic_path
 from compress.data.specs import Dataset
 from compress.errors import RunFailed, UsageError
-from compress.onnx.residual_sum import rewrite_file
+from compress.onnx.residual_sum import residual_adds_as_sum
 from compress.onnx.structure import load_structure
 from compress.quant.calibration import DatasetReader
-from compress.quant.embeddings import Int8Tables
-from compress.quant.embeddings import rewrite_file as int8_tables_file
+from compress.quant.embeddings import Int8Tables, int8_tables
 from compress.quant.options import Activations, Mode
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
@@ -122,8 +121,7 @@ def quantize_onnx(
             raise
         except Exception as exc:  # onnxruntime's quantizer raises untyped errors from deep inside
             raise RunFailed(f"onnxruntime {chosen} quantization of {source} failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-        adds_as_sum = rewrite_file(tmp)
-        tables = int8_tables_file(tmp, round_float=True)
+        adds_as_sum, tables = rewrite_int8(tmp, round_tables=True)
         quantized, kept = op_summary(load_structure(tmp).graph)
     return OrtQuantized(target, chosen, activations if chosen == "static" else "uint8, dynamic per call",
                         preprocess, rows, quantized, kept, target.stat().st_size, adds_as_sum, tables)
@@ -166,6 +164,19 @@ def _dynamic(source: Path, target: Path, nodes: list[str]) -> None:
 
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8,
                      nodes_to_quantize=nodes, op_types_to_quantize=["MatMul"])
+
+
+def rewrite_int8(path: Path, round_tables: bool) -> tuple[int, Int8Tables]:
+    """The rewrites every INT8 graph compress writes gets, in one load and one save of the file at
+    `path` (the temp file of an atomic_path): residual Adds written as Sum
+    (compress.onnx.residual_sum) and embedding tables stored int8 per row
+    (compress.quant.embeddings; `round_tables` as its `round_float`). Returns how many Adds, and the tables."""
+    model = onnx.load(str(path))
+    adds = residual_adds_as_sum(model.graph)
+    tables = int8_tables(model.graph, round_float=round_tables)
+    if adds or tables.tables:
+        onnx.save(model, str(path))
+    return adds, tables
 
 
 def op_summary(graph: onnx.GraphProto) -> tuple[dict[str, int], dict[str, int]]:

@@ -25,14 +25,12 @@ from compress.errors import RunFailed, UsageError
 from compress.model import Model
 from compress.onnx.export import export_onnx
 from compress.onnx.outputs import check_shapes, graph_inputs
-from compress.onnx.residual_sum import rewrite_file
 from compress.onnx.structure import load_structure
 from compress.quant.attention_fusion import packed_layers
 from compress.quant.calibration import DatasetReader
 from compress.quant.embeddings import Int8Tables
-from compress.quant.embeddings import rewrite_file as int8_tables_file
 from compress.quant.fake import DynamicQuantizer, OutputQuant, QuantLayer, TableQuant, output_quantizer, quant_layers, row_quantized
-from compress.quant.ort import has_integer_inputs, op_summary, quiet
+from compress.quant.ort import has_integer_inputs, op_summary, quiet, rewrite_int8
 
 
 @dataclass(frozen=True)
@@ -115,8 +113,8 @@ def export_quantized(model: Model, path: Path, opset: int = 17, calibration: Dat
                 raise
             except Exception as exc:  # onnxruntime's quantizer raises untyped errors
                 raise RunFailed(f"onnxruntime could not quantize with the learned scales: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
-            adds_as_sum = rewrite_file(tmp)
-            tables = int8_tables_file(tmp)
+            # Tables qat rounded are on their grid; any other stays float (the torch model has it so).
+            adds_as_sum, tables = rewrite_int8(tmp, round_tables=False)
             quantized, kept = op_summary(load_structure(tmp).graph)
     return QuantizedExport(path, exported.exporter, exported.opset, path.stat().st_size, quantized, kept, adds_as_sum, attention, tables)
 

@@ -11,8 +11,14 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from compress.onnx.session import open_session
-from compress.quant.embeddings import MIN_VALUES, int8_tables, on_grid, rewrite_file, row_quantize
+from compress.quant.embeddings import MIN_VALUES, int8_tables, on_grid, row_quantize
 from compress.quant.fake import TableQuant, row_quantized
+from compress.quant.ort import rewrite_int8
+
+
+def rewrite_file(path):
+    """The tables `rewrite_int8` stored int8 in the file at `path` (qat's rule: tables on their grid)."""
+    return rewrite_int8(path, round_tables=False)[1]
 
 
 def _on_grid(rows: int, width: int, seed: int) -> np.ndarray:
